@@ -1,0 +1,49 @@
+"""pip-installable package: `pip install -e '.[cpu]'` (or `.[gpu]` on a CUDA machine)."""
+from setuptools import find_packages, setup
+
+TF_RANGE = ">=2.20,<2.22"
+
+setup(
+    name="vidmodels",
+    version="0.1.0",
+    description=(
+        "TensorFlow 2 / Keras 3 video understanding: YouTube-8M winners, "
+        "HowTo100M / MIL-NCE, AVLnet and Kinetics classifiers."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["vidcore", "vidcore.*", "input_pipeline", "input_pipeline.*",
+                 "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*"]),
+    include_package_data=True,
+    package_data={"yt8m": ["data/*.csv"]},
+    # TensorFlow itself comes from an extra: the CPU wheel and the CUDA wheel
+    # both provide the `tensorflow` module and must not be installed together.
+    install_requires=[
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "pandas>=2.1",
+        "absl-py>=2.1",
+        "tensorboard>=2.20",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "cpu": [f"tensorflow-cpu{TF_RANGE}"],
+        "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
+        "test": ["pytest>=8"],
+    },
+    entry_points={
+        "console_scripts": [
+            "yt8m-train=yt8m.train:run",
+            "yt8m-eval=yt8m.eval:run",
+            "yt8m-inference=yt8m.inference:run",
+            "yt8m-ensemble=yt8m.ensemble:run",
+            "yt8m-export=yt8m.export:run",
+            "yt8m-demo=yt8m.demo:run",
+            "yt8m-write-tfrecords=tfrecord_tools.yt8m_writer:run",
+            "yt8m-write-demo-data=tfrecord_tools.demo_data:run",
+            "tfrecord-inspect=tfrecord_tools.inspect:run",
+        ]
+    },
+)
