@@ -1,0 +1,664 @@
+"""YouTube-8M metrics (GAP@k, mAP, Hit@1, PERR), exact and vectorised.
+
+The numbers follow the official ``google/youtube-8m`` evaluation
+(``eval_util.py``, ``average_precision_calculator.py``,
+``mean_average_precision_calculator.py`` and ``segment_eval_inference.py``),
+but are computed with sorts and cumulative sums instead of Python heaps.
+
+Metrics (N videos, V classes, ``y[n, c]`` in {0, 1}, ``p[n, c]`` scores):
+
+* Hit@1 = (1/N) sum_n y[n, argmax_c p[n, c]].
+* PERR: for a video with ``m_n > 0`` labels take its top-``m_n`` predictions;
+  PERR_n = (1/m_n) * #{c in top-m_n : y[n, c] = 1 and p[n, c] > 0}.
+  A video with no labels contributes 0 (as in the original) and the mean is
+  over *all* N videos.
+* GAP@k (YouTube-8M, Abu-El-Haija et al. 2016, Sec. 4): keep the top-k
+  triplets ``(class, score, label)`` of each video, pool the N*k triplets and
+  sort them by score, descending. With P the total number of ground-truth
+  positives of all videos (also those outside the top k)::
+
+      GAP = (1/P) * sum_i y_i * precision@i,
+      precision@i = (sum_{j<=i} y_j) / i
+
+  GAP is 0 when P == 0.
+* mAP: the same average precision per class c, over the pooled top-k triplets
+  of class c, normalised by P_c = number of videos labelled c (all of them);
+  mAP is the mean over classes with P_c > 0 (0 when there is none).
+
+Tie rule (the same everywhere: TF and numpy top-k, GAP, mAP, sparse GAP):
+
+* Within a video the top-k are ordered by descending score, equal scores by
+  lower class index first (this is also ``tf.math.top_k``'s rule, and makes
+  Hit@1 equal to ``np.argmax``).
+* Pooled triplets are sorted by a *stable* sort on descending score: equal
+  scores keep their arrival order, i.e. video order (order of ``update``
+  calls, then row order), then the within-video top-k order above. For mAP
+  the same ranked order restricted to each class is used.
+* Scores are compared in float32: every input is cast to float32 first
+  (float16/bfloat16 exactly; float64 rounded), and the accumulator stores
+  float32 scores. NaN predictions are not supported.
+
+The original breaks ties arbitrarily (``np.argpartition``, and a seeded
+shuffle before sorting in the AP calculator) and accumulates some sums in
+float32 when labels are float32; without ties and with float64 sums the
+numbers agree with it to ~1e-16. Labels are binarised (> 0).
+
+Main entry points:
+
+* :func:`topk_summary` (TensorFlow, per batch; ``tf.function`` and
+  ``tf.distribute`` friendly) and :func:`topk_summary_numpy` (same output).
+* :class:`StreamingYT8MMetrics` accumulates summaries, ``result()`` gives
+  ``gap``, ``map``, ``hit_at_one``, ``perr``, ``num_videos``.
+* Full-matrix helpers: :func:`evaluate_predictions`, :func:`hit_at_one`,
+  :func:`precision_at_equal_recall_rate`, :func:`global_average_precision`,
+  :func:`mean_average_precision`.
+* Sparse helpers: :func:`gap_from_triplets`,
+  :func:`global_average_precision_sparse`.
+* Segment level (2019 challenge): :func:`segment_mean_average_precision`.
+"""
+
+import itertools
+
+import numpy as np
+import tensorflow as tf
+
+SUMMARY_KEYS = ("scores", "classes", "hits", "num_labels", "hit_at_one",
+                "perr", "class_positives")
+RESULT_KEYS = ("gap", "map", "hit_at_one", "perr", "num_videos")
+
+# Rows per chunk in the full-matrix helpers (bounds the [B, V] temporaries).
+_EVAL_CHUNK_ROWS = 4096
+
+
+# --------------------------------------------------------------------------
+# TensorFlow per-batch summary.
+# --------------------------------------------------------------------------
+def topk_summary(predictions, labels, top_k=20, mask=None):
+    """Per-batch top-k summary of predictions, in TensorFlow.
+
+    Works eagerly, inside ``tf.function`` and per replica under
+    ``tf.distribute`` (no Python-side data dependence). The top-k rule is
+    ``tf.math.top_k``'s: descending score, ties by lower class index.
+
+    Args:
+      predictions: float tensor [B, V] (float16, bfloat16, float32; float64 is
+        rounded to float32).
+      labels: multi-hot tensor [B, V], any numeric or bool dtype; entries > 0
+        are positives.
+      top_k: number of predictions kept per video; ``k = min(top_k, V)``.
+      mask: optional bool tensor [B]; rows with False are padding. It only
+        changes ``class_positives`` (masked rows are not counted) and is
+        passed through as the "mask" key for ``StreamingYT8MMetrics.update``.
+
+    Returns:
+      dict of tensors:
+        "scores" float32 [B, k], descending; "classes" int32 [B, k];
+        "hits" bool [B, k] (label at those classes);
+        "num_labels" int32 [B]; "hit_at_one" float32 [B] (0/1);
+        "perr" float32 [B] (per-video PERR, exact also when num_labels > k,
+        0 for videos without labels);
+        "class_positives" int64 [V] (column sums of the labels);
+        "mask" bool [B] only when ``mask`` was given.
+    """
+    if top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    preds = tf.cast(tf.convert_to_tensor(predictions), tf.float32)
+    is_label = _tf_positive(labels)
+    num_labels = tf.reduce_sum(tf.cast(is_label, tf.int32), axis=1)
+    k = _tf_num_kept(preds, top_k)
+    # Enough columns for PERR of the video with the most labels (dynamic).
+    k_all = tf.maximum(k, tf.reduce_max(num_labels))
+    values, indices = tf.math.top_k(preds, k=k_all, sorted=True)
+    hits_all = tf.gather(is_label, indices, batch_dims=1)
+    summary = {
+        "scores": _tf_first_columns(values, k),
+        "classes": _tf_first_columns(indices, k),
+        "hits": _tf_first_columns(hits_all, k),
+        "num_labels": num_labels,
+        "hit_at_one": tf.cast(hits_all[:, 0], tf.float32),
+        "perr": _tf_perr(values, hits_all, num_labels),
+        "class_positives": _tf_class_positives(is_label, mask),
+    }
+    if mask is not None:
+        summary["mask"] = tf.cast(mask, tf.bool)
+    return summary
+
+
+def _tf_positive(labels):
+    """Bool [B, V]: labels > 0 for any numeric/bool dtype."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.dtype == tf.bool:
+        return labels
+    return tf.greater(labels, tf.zeros([], labels.dtype))
+
+
+def _tf_num_kept(preds, top_k):
+    """k = min(top_k, V), a Python int when V is static."""
+    num_classes = preds.shape[-1]
+    if num_classes is not None:
+        return min(int(top_k), int(num_classes))
+    return tf.minimum(tf.constant(top_k, tf.int32), tf.shape(preds)[-1])
+
+
+def _tf_first_columns(x, k):
+    """x[:, :k], with the static column count set when k is a Python int."""
+    out = x[:, :k]
+    if isinstance(k, int):
+        out = tf.ensure_shape(out, [x.shape[0], k])
+    return out
+
+
+def _tf_perr(values, hits_all, num_labels):
+    """Per-video PERR from the top max(k, max num_labels) columns."""
+    positions = tf.range(tf.shape(values)[1])[tf.newaxis, :]
+    in_top_n = positions < num_labels[:, tf.newaxis]
+    correct = in_top_n & hits_all & (values > 0.0)
+    num_correct = tf.reduce_sum(tf.cast(correct, tf.int32), axis=1)
+    return tf.math.divide_no_nan(tf.cast(num_correct, tf.float32),
+                                 tf.cast(num_labels, tf.float32))
+
+
+def _tf_class_positives(is_label, mask):
+    """int64 [V] column sums of the labels, over unmasked rows."""
+    counts = tf.cast(is_label, tf.int64)
+    if mask is not None:
+        counts *= tf.cast(tf.convert_to_tensor(mask), tf.int64)[:, tf.newaxis]
+    return tf.reduce_sum(counts, axis=0)
+
+
+# --------------------------------------------------------------------------
+# numpy per-batch summary (same contract as topk_summary).
+# --------------------------------------------------------------------------
+def topk_summary_numpy(predictions, labels, top_k=20, mask=None):
+    """numpy twin of :func:`topk_summary`, same keys, dtypes and tie rule.
+
+    Args:
+      predictions: array-like [B, V] of floats (cast to float32; no NaN).
+      labels: array-like [B, V] multi-hot, entries > 0 are positives.
+      top_k: predictions kept per video, ``k = min(top_k, V)``.
+      mask: optional bool [B]; see :func:`topk_summary`.
+
+    Returns:
+      dict of numpy arrays, see :func:`topk_summary`.
+    """
+    if top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    preds = np.asarray(predictions, dtype=np.float32)
+    is_label = np.asarray(labels) > 0
+    if preds.ndim != 2 or preds.shape != is_label.shape:
+        raise ValueError(f"predictions {preds.shape} and labels "
+                         f"{is_label.shape} must both be [B, V]")
+    num_labels = is_label.sum(axis=1, dtype=np.int32)
+    k = min(int(top_k), preds.shape[1])
+    k_all = max(k, int(num_labels.max(initial=0)))
+    indices = topk_indices(preds, k_all)
+    values = np.take_along_axis(preds, indices, axis=1)
+    hits_all = np.take_along_axis(is_label, indices, axis=1)
+    summary = {
+        "scores": values[:, :k],
+        "classes": indices[:, :k].astype(np.int32),
+        "hits": hits_all[:, :k],
+        "num_labels": num_labels,
+        "hit_at_one": hits_all[:, 0].astype(np.float32),
+        "perr": _np_perr(values, hits_all, num_labels),
+        "class_positives": _np_class_positives(is_label, mask),
+    }
+    if mask is not None:
+        summary["mask"] = np.asarray(mask, dtype=bool)
+    return summary
+
+
+def topk_indices(x, k):
+    """Column indices of the k largest entries of each row, ranked.
+
+    Order: descending value, ties by lower column index (``tf.math.top_k``'s
+    rule). Uses ``np.partition`` (O(V) per row) then sorts only k columns.
+
+    Args:
+      x: float array [B, V] without NaN.
+      k: 0 <= k <= V.
+
+    Returns:
+      int64 array [B, k].
+    """
+    num_rows, num_cols = x.shape
+    if k >= num_cols:
+        return np.argsort(-x, axis=1, kind="stable")
+    if k == 0:
+        return np.zeros((num_rows, 0), np.int64)
+    kth = np.partition(x, num_cols - k, axis=1)[:, num_cols - k, None]
+    selected = _select_topk_mask(x, kth, k)
+    if selected.sum() != num_rows * k:
+        raise ValueError("predictions contain NaN")
+    candidates = np.nonzero(selected)[1].reshape(num_rows, k)  # ascending
+    cand_values = np.take_along_axis(x, candidates, axis=1)
+    order = np.argsort(-cand_values, axis=1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+def _select_topk_mask(x, kth, k):
+    """Bool [B, V]: entries > kth plus the lowest-index ties to reach k."""
+    above = x > kth
+    tied = x == kth
+    need = k - above.sum(axis=1)
+    rows = np.nonzero(tied.sum(axis=1) > need)[0]  # more ties than room
+    if rows.size:
+        rank_in_ties = np.cumsum(tied[rows], axis=1)
+        tied[rows] &= rank_in_ties <= need[rows, None]
+    return above | tied
+
+
+def _np_perr(values, hits_all, num_labels):
+    """float32 [B] per-video PERR (float32 division, as in TF)."""
+    positions = np.arange(values.shape[1])[None, :]
+    correct = (positions < num_labels[:, None]) & hits_all & (values > 0)
+    num_correct = correct.sum(axis=1).astype(np.float32)
+    denom = num_labels.astype(np.float32)
+    out = np.zeros_like(num_correct)
+    np.divide(num_correct, denom, out=out, where=num_labels > 0)
+    return out
+
+
+def _np_class_positives(is_label, mask):
+    """int64 [V] column sums of the labels over unmasked rows."""
+    if mask is not None:
+        is_label = is_label[np.asarray(mask, dtype=bool)]
+    return is_label.sum(axis=0, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------
+# Average precision kernels (shared by GAP, mAP, sparse GAP, segment mAP).
+# --------------------------------------------------------------------------
+def ranked_order(scores):
+    """Indices sorting ``scores`` descending; ties keep arrival order."""
+    return np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+
+
+def grouped_average_precision(groups, hits, positives):
+    """Average precision of several ranked lists laid end to end.
+
+    For each group g (a contiguous run in ``groups``, in rank order):
+    ``AP_g = (1/P_g) * sum_i y_i * precision@i`` with ranks counted from the
+    start of the group (non-interpolated AP, Abu-El-Haija et al. 2016,
+    Sec. 4); AP_g = 0 when P_g == 0.
+
+    Args:
+      groups: int array [M], non-decreasing group ids in [0, G).
+      hits: bool array [M], relevance of each ranked item.
+      positives: array [G] of totals P_g (may exceed the hits present).
+
+    Returns:
+      float64 array [G].
+    """
+    groups = np.asarray(groups)
+    hits = np.asarray(hits, dtype=bool)
+    positives = np.asarray(positives, dtype=np.float64)
+    if hits.size == 0:
+        return np.zeros(positives.shape, np.float64)
+    starts = np.ones(groups.shape, bool)
+    starts[1:] = groups[1:] != groups[:-1]
+    first = np.maximum.accumulate(np.where(starts, np.arange(groups.size), 0))
+    cum_hits = np.cumsum(hits, dtype=np.int64)
+    hits_before = cum_hits[first] - hits[first]
+    ranks = np.arange(1, groups.size + 1) - first
+    precision = (cum_hits - hits_before) / ranks
+    sums = np.bincount(groups[hits], weights=precision[hits],
+                       minlength=positives.size)
+    out = np.zeros(positives.shape, np.float64)
+    np.divide(sums, positives, out=out, where=positives > 0)
+    return out
+
+
+def gap_from_triplets(scores, hits, total_positives, classes=None):
+    """GAP of already pooled triplets (stable descending sort, then AP).
+
+    Args:
+      scores: float array [M] in arrival order (cast to float32).
+      hits: bool array [M], whether each triplet's class is a true label.
+      total_positives: P, number of ground-truth positives of all videos.
+      classes: optional int array [M]; triplets with class < 0 are padding
+        and ignored.
+
+    Returns:
+      float, GAP = (1/P) sum_i y_i precision@i (0 when P == 0).
+    """
+    scores = np.asarray(scores, dtype=np.float32).ravel()
+    hits = np.asarray(hits, dtype=bool).ravel()
+    if classes is not None:
+        valid = np.asarray(classes).ravel() >= 0
+        scores, hits = scores[valid], hits[valid]
+    return _ranked_gap(hits[ranked_order(scores)], total_positives)
+
+
+def _ranked_gap(ranked_hits, total_positives):
+    """AP of one ranked list of hits with P = total_positives."""
+    groups = np.zeros(ranked_hits.shape, np.int64)
+    return float(grouped_average_precision(groups, ranked_hits,
+                                           [total_positives])[0])
+
+
+def per_class_average_precision(scores, classes, hits, class_positives,
+                                order=None):
+    """AP of every class over pooled triplets (same ranking as GAP).
+
+    Args:
+      scores: float32 [M]; classes: int [M] in [0, V); hits: bool [M], all in
+        arrival order.
+      class_positives: [V] number of videos labelled with each class.
+      order: optional precomputed ``ranked_order(scores)``.
+
+    Returns:
+      float64 [V]; 0 for classes without positives.
+    """
+    if order is None:
+        order = ranked_order(scores)
+    by_class = order[np.argsort(classes[order], kind="stable")]
+    return grouped_average_precision(classes[by_class], hits[by_class],
+                                      class_positives)
+
+
+# --------------------------------------------------------------------------
+# Streaming accumulator.
+# --------------------------------------------------------------------------
+class _GrowingArray:
+    """Append-only array of fixed row shape; capacity doubles when full."""
+
+    def __init__(self, row_shape, dtype, capacity=1024):
+        self._data = np.empty((capacity,) + tuple(row_shape), dtype)
+        self._size = 0
+
+    def append(self, rows):
+        """Copies ``rows`` (shape [n] + row_shape) to the end."""
+        end = self._size + len(rows)
+        if end > len(self._data):
+            grown = np.empty((max(end, 2 * len(self._data)),)
+                             + self._data.shape[1:], self._data.dtype)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+        self._data[self._size:end] = rows
+        self._size = end
+
+    def view(self):
+        """The filled part, without copying."""
+        return self._data[:self._size]
+
+
+class StreamingYT8MMetrics:
+    """Accumulates top-k summaries and computes GAP, mAP, Hit@1 and PERR.
+
+    Memory is O(num_videos * k): per triplet a float32 score, an int16 (or
+    int32 when V > 32767) class and a bool hit, plus a float64 PERR per video
+    and an int64 [V] positive count. ``result()`` is a few sorts and cumsums.
+    Results do not depend on how the videos were split into batches.
+
+    Args:
+      num_classes: V.
+      top_k: predictions per video kept for GAP/mAP (k = min(top_k, V)).
+    """
+
+    def __init__(self, num_classes, top_k=20):
+        if num_classes <= 0 or top_k <= 0:
+            raise ValueError("num_classes and top_k must be positive")
+        self.num_classes = int(num_classes)
+        self.top_k = int(top_k)
+        self._k = min(self.top_k, self.num_classes)
+        self._class_dtype = np.int16 if num_classes <= 32767 else np.int32
+        self.reset()
+
+    def reset(self):
+        """Forgets everything accumulated."""
+        self._scores = _GrowingArray([self._k], np.float32)
+        self._classes = _GrowingArray([self._k], self._class_dtype)
+        self._hits = _GrowingArray([self._k], bool)
+        self._perr = _GrowingArray([], np.float64)
+        self._hit_count = 0
+        self._class_positives = np.zeros(self.num_classes, np.int64)
+
+    @property
+    def num_videos(self):
+        """Number of (unmasked) videos accumulated."""
+        return len(self._perr.view())
+
+    def update(self, summary):
+        """Adds one batch summary (output of ``topk_summary[_numpy]``).
+
+        Args:
+          summary: dict with the keys of :func:`topk_summary` (numpy arrays
+            or eager tensors), and optionally "mask" bool [B]: rows with
+            False are ignored. "class_positives" must already exclude masked
+            rows (``topk_summary(..., mask=...)`` does this); this is checked
+            against "num_labels" and a ValueError is raised on mismatch.
+            Columns beyond k are dropped.
+        """
+        arrays = {key: np.asarray(summary[key]) for key in SUMMARY_KEYS}
+        if "mask" in summary:
+            keep = np.asarray(summary["mask"], dtype=bool)
+            arrays.update({key: arrays[key][keep] for key in SUMMARY_KEYS
+                           if key != "class_positives"})
+        self._check_summary(arrays)
+        k = self._k
+        self._scores.append(arrays["scores"][:, :k])
+        self._classes.append(arrays["classes"][:, :k])
+        self._hits.append(arrays["hits"][:, :k])
+        self._perr.append(_exact_perr(arrays["perr"], arrays["num_labels"]))
+        self._hit_count += int(np.count_nonzero(arrays["hit_at_one"]))
+        self._class_positives += arrays["class_positives"]
+
+    def _check_summary(self, arrays):
+        """Validates shapes and the positives bookkeeping of a summary."""
+        scores, cls = arrays["scores"], arrays["classes"]
+        if scores.ndim != 2 or scores.shape[1] < self._k:
+            raise ValueError(f"summary scores {scores.shape} need >= "
+                             f"{self._k} columns")
+        if arrays["class_positives"].shape != (self.num_classes,):
+            raise ValueError("class_positives must have shape [num_classes]")
+        if cls.size and (cls.min() < 0 or cls.max() >= self.num_classes):
+            raise ValueError("summary classes out of range")
+        if int(arrays["class_positives"].sum()) != int(
+                arrays["num_labels"].sum()):
+            raise ValueError("class_positives disagree with num_labels of the "
+                             "unmasked rows; pass mask= to topk_summary")
+
+    def result(self):
+        """Computes the metrics over everything accumulated.
+
+        Returns:
+          dict: "gap", "map", "hit_at_one", "perr" (Python floats; all 0.0
+          when no video was seen) and "num_videos" (int).
+        """
+        n = self.num_videos
+        if n == 0:
+            return {"gap": 0.0, "map": 0.0, "hit_at_one": 0.0, "perr": 0.0,
+                    "num_videos": 0}
+        scores = self._scores.view().ravel()
+        classes = self._classes.view().ravel()
+        hits = self._hits.view().ravel()
+        order = ranked_order(scores)
+        aps = per_class_average_precision(scores, classes, hits,
+                                          self._class_positives, order)
+        has_positives = self._class_positives > 0
+        return {
+            "gap": _ranked_gap(hits[order], int(self._class_positives.sum())),
+            "map": float(aps[has_positives].mean()) if has_positives.any()
+                   else 0.0,
+            "hit_at_one": self._hit_count / n,
+            "perr": float(self._perr.view().sum() / n),
+            "num_videos": n,
+        }
+
+
+def _exact_perr(perr, num_labels):
+    """float64 PERR m/n recovered exactly from its float32 rounding."""
+    num_labels = np.asarray(num_labels, dtype=np.float64)
+    num_correct = np.rint(np.asarray(perr, np.float64) * num_labels)
+    out = np.zeros(num_labels.shape, np.float64)
+    np.divide(num_correct, num_labels, out=out, where=num_labels > 0)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Full-matrix convenience functions (same code path as streaming).
+# --------------------------------------------------------------------------
+def evaluate_predictions(predictions, labels, top_k=20):
+    """All video-level metrics of a full prediction matrix.
+
+    Args:
+      predictions: array-like [N, V] scores.
+      labels: array-like [N, V] multi-hot (entries > 0 are positives).
+      top_k: predictions per video used by GAP and mAP.
+
+    Returns:
+      dict with "gap", "map", "hit_at_one", "perr", "num_videos".
+    """
+    predictions = np.asarray(predictions)
+    labels = np.asarray(labels)
+    if predictions.ndim != 2:
+        raise ValueError("predictions must be [N, V]")
+    metrics = StreamingYT8MMetrics(predictions.shape[1], top_k)
+    for start in range(0, len(predictions), _EVAL_CHUNK_ROWS):
+        rows = slice(start, start + _EVAL_CHUNK_ROWS)
+        metrics.update(topk_summary_numpy(predictions[rows], labels[rows],
+                                          top_k))
+    return metrics.result()
+
+
+def hit_at_one(predictions, labels):
+    """Hit@1: mean over videos of label[argmax(prediction)]."""
+    return evaluate_predictions(predictions, labels, top_k=1)["hit_at_one"]
+
+
+def precision_at_equal_recall_rate(predictions, labels):
+    """PERR: mean over all videos of the precision of their top-m_n."""
+    return evaluate_predictions(predictions, labels, top_k=1)["perr"]
+
+
+def global_average_precision(predictions, labels, top_k=20):
+    """GAP@top_k (YouTube-8M, Abu-El-Haija et al. 2016, Sec. 4)."""
+    return evaluate_predictions(predictions, labels, top_k)["gap"]
+
+
+def mean_average_precision(predictions, labels, top_k=20):
+    """mAP over classes with positives, from the pooled top-k predictions."""
+    return evaluate_predictions(predictions, labels, top_k)["map"]
+
+
+# --------------------------------------------------------------------------
+# Sparse GAP (e.g. top-k predictions read back from submission CSV files).
+# --------------------------------------------------------------------------
+def global_average_precision_sparse(video_scores, video_classes,
+                                    labels_per_video, top_k=20):
+    """GAP@top_k from sparse per-video predictions.
+
+    Each video's entries are ranked by descending score, ties by lower class
+    index, and the first ``top_k`` valid ones are kept; pooling and the tie
+    rule are those of :class:`StreamingYT8MMetrics`, so for the same top-k
+    predictions the result is identical.
+
+    Args:
+      video_scores: [N, K] array, or a list of N sequences (ragged allowed)
+        of scores.
+      video_classes: same layout, int class ids. Entries with class < 0 are
+        padding and ignored (whatever their score). Class ids within a video
+        are assumed distinct.
+      labels_per_video: either a list of N iterables of true class ids (e.g.
+        sets), or a multi-hot [N, V] array (entries > 0 are positives).
+      top_k: number of predictions kept per video.
+
+    Returns:
+      float GAP; P is the number of distinct (video, label) pairs, 0.0 when
+      there is none.
+    """
+    scores = _pad_rows(video_scores, np.float32, -np.inf)
+    classes = _pad_rows(video_classes, np.int64, -1)
+    if scores.shape != classes.shape:
+        raise ValueError("video_scores and video_classes differ in shape")
+    scores, classes = _rank_sparse_rows(scores, classes, top_k)
+    label_keys, width = _label_keys(labels_per_video, len(scores), classes)
+    valid = classes >= 0
+    rows = np.nonzero(valid)[0]
+    pred_keys = rows * width + classes[valid]
+    hits = np.isin(pred_keys, label_keys)
+    return gap_from_triplets(scores[valid], hits, label_keys.size)
+
+
+def _pad_rows(rows, dtype, fill):
+    """[N, K] array from an array or a ragged list, padded with ``fill``."""
+    if isinstance(rows, np.ndarray):
+        return rows.astype(dtype).reshape(len(rows), -1)
+    rows = [np.asarray(r, dtype=dtype).ravel() for r in rows]
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), fill, dtype)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def _rank_sparse_rows(scores, classes, top_k):
+    """Sorts each row (valid first, score desc, class asc) and keeps top_k."""
+    invalid = classes < 0
+    order = np.lexsort((classes, -scores, invalid), axis=-1)
+    scores = np.take_along_axis(scores, order, axis=1)[:, :top_k]
+    classes = np.take_along_axis(classes, order, axis=1)[:, :top_k]
+    return scores, classes
+
+
+def _label_keys(labels_per_video, num_videos, classes):
+    """Unique int64 keys video * width + class of the true labels."""
+    if isinstance(labels_per_video, np.ndarray) and labels_per_video.ndim == 2:
+        if len(labels_per_video) != num_videos:
+            raise ValueError("labels_per_video has the wrong number of rows")
+        rows, cols = np.nonzero(labels_per_video > 0)
+    else:
+        labels_per_video = [list(s) for s in labels_per_video]
+        if len(labels_per_video) != num_videos:
+            raise ValueError("labels_per_video has the wrong number of rows")
+        counts = [len(s) for s in labels_per_video]
+        cols = np.fromiter(itertools.chain.from_iterable(labels_per_video),
+                           np.int64, sum(counts))
+        rows = np.repeat(np.arange(num_videos), counts)
+    width = int(max(cols.max(initial=-1), classes.max(initial=-1))) + 1
+    return np.unique(rows * width + cols), width
+
+
+# --------------------------------------------------------------------------
+# Segment-level mAP (2019 challenge).
+# --------------------------------------------------------------------------
+def segment_mean_average_precision(class_ranked_segments, rated, top_n=None):
+    """Segment mAP as in google/youtube-8m ``segment_eval_inference.py``.
+
+    For each class c in ``class_ranked_segments``: its ranked list is first
+    truncated to ``top_n`` (when given; the original truncates *before*
+    dropping unrated segments), then only segments rated for c are kept, in
+    ranked order (the original scores them n/n, (n-1)/n, ..., 1/n, i.e. rank
+    order). AP_c = (1/P_c) * sum_i y_i precision@i, with y_i = rated score
+    > 0 and P_c the number of rated (segment, c) pairs with score > 0 (not
+    capped by top_n). mAP is the mean of AP_c over the classes of
+    ``class_ranked_segments`` with P_c > 0 (0.0 when there is none).
+
+    Args:
+      class_ranked_segments: dict class_id -> sequence of segment ids, best
+        first.
+      rated: dict (segment_id, class_id) -> rating score (ground truth).
+      top_n: optional int, per-class cap on the ranked list (None or 0: no
+        cap).
+
+    Returns:
+      float mAP.
+    """
+    class_ids = sorted(class_ranked_segments)
+    positives = np.zeros(len(class_ids), np.int64)
+    index = {c: i for i, c in enumerate(class_ids)}
+    for (_, class_id), score in rated.items():
+        if score > 0 and class_id in index:
+            positives[index[class_id]] += 1
+    groups, ratings = [], []
+    for i, class_id in enumerate(class_ids):
+        ranked = list(class_ranked_segments[class_id])[:top_n or None]
+        kept = [rated[(seg, class_id)] for seg in ranked
+                if (seg, class_id) in rated]
+        groups += [i] * len(kept)
+        ratings += kept
+    aps = grouped_average_precision(np.asarray(groups, np.int64),
+                                    np.asarray(ratings, np.float64) > 0,
+                                    positives)
+    return float(aps[positives > 0].mean()) if (positives > 0).any() else 0.0
