@@ -1,0 +1,116 @@
+"""Shared command-line plumbing and error types of `tfrecord_tools`.
+
+Every tool raises a `ToolError` subclass with one precise, one-line message
+for errors a user can cause (wrong path, wrong shape, bad CSV line, corrupt
+record). `handle_errors` turns those into one stderr line and exit code 1.
+
+Each CLI module defines its flags on its own `flags.FlagValues()` object
+instead of the global `absl.flags.FLAGS`, so that several CLI modules (and
+other families' CLIs, which reuse names such as `num_classes` or
+`feature_names`) can be imported into one process, e.g. by pytest, without
+`DuplicateFlagError`. `run()` attaches them to the global FLAGS only in the
+process that actually runs the tool, so absl's --help, --helpfull and
+--flagfile work as usual.
+"""
+
+import functools
+import sys
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+
+class ToolError(Exception):
+    """Base of errors a user can cause; str(error) is the full message."""
+
+
+class InputError(ToolError, ValueError):
+    """Invalid user input: bad flag value, CSV line, array shape or label."""
+
+
+class MissingInputError(ToolError, FileNotFoundError):
+    """A file that the input names or implies does not exist."""
+
+    def __str__(self):
+        # FileNotFoundError(msg) already prints msg; keep it plain.
+        return str(self.args[0]) if self.args else "file not found"
+
+
+class CorruptRecordError(ToolError, ValueError):
+    """A TFRecord shard or one of its records is unreadable or off-schema."""
+
+
+def handle_errors(main):
+    """Decorates a CLI `main(argv)`: user errors become one stderr line + rc 1.
+
+    Args:
+        main: function `main(argv) -> int | None`.
+
+    Returns:
+        The wrapped function; it returns 1 after printing `error: <message>` to
+        stderr when `main` raises a `ToolError`, an `OSError` or a TensorFlow
+        `OpError` (file-system errors of `tf.io.gfile`, e.g. permission
+        denied on the output directory), else whatever `main` returned.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv):
+        try:
+            return main(argv)
+        except (ToolError, OSError, tf.errors.OpError) as e:
+            text = e.message if isinstance(e, tf.errors.OpError) else str(e)
+            message = " ".join(text.split())  # exactly one line
+            sys.stderr.flush()
+            print(f"error: {message}", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+def run(main, flag_values):
+    """Runs `main` under `absl.app.run` with the module's own flags.
+
+    Args:
+        main: the CLI's `main(argv)`.
+        flag_values: the module's `flags.FlagValues` with its flags.
+    """
+    flags.FLAGS.append_flag_values(flag_values)
+    for name in flag_values:  # list them in --help (help shows sys.argv[0]'s)
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0],
+                                                 flag_values[name])
+
+    def main_with_module_flags(argv):
+        # The Flag objects are shared with the global FLAGS, which app.run has
+        # parsed; mark the module's view as parsed too so it can be read.
+        flag_values.mark_as_parsed()
+        return main(argv)
+
+    app.run(main_with_module_flags)
+
+
+def parse_int_list(text, flag_name):
+    """Parses "1024,128" into [1024, 128].
+
+    Args:
+        text: comma-separated integers.
+        flag_name: flag the text came from, for the error message.
+
+    Returns:
+        List of ints.
+
+    Raises:
+        InputError: an item is not an integer.
+    """
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [int(t) for t in items]
+    except ValueError:
+        raise InputError(
+            f"--{flag_name}={text!r}: expected comma-separated "
+            "integers") from None
+
+
+def parse_name_list(text):
+    """Parses "rgb,audio" into ["rgb", "audio"] (blank items dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
