@@ -1,0 +1,222 @@
+"""Shard listing and integrity-checked TFRecord streams (format-agnostic).
+
+Every shard is read through ``TFRecordDataset(...).ignore_errors()`` and the
+bytes of the records it yields are added up: a shard whose records do not
+account for its whole size was truncated or holds a corrupt record (after
+which TFRecord cannot resynchronise). By default that ends the run with an
+error naming the shard; with ``skip_corrupt`` the rest of the shard is
+skipped, counted and logged. Nothing is dropped silently.
+"""
+
+import glob as _glob
+import sys
+
+import numpy as np
+
+import tensorflow as tf
+
+from vidcore.errors import DataError
+
+# A TFRecord frame: uint64 length, uint32 length CRC, data, uint32 data CRC.
+RECORD_OVERHEAD_BYTES = 16
+
+
+def list_files(pattern, flag_name="data pattern"):
+    """Sorted files matching a glob (or comma-separated globs).
+
+    Args:
+        pattern: glob(s); local paths or any tf.io.gfile filesystem.
+        flag_name: how to name the pattern in the error message.
+
+    Raises:
+        DataError: when nothing matches.
+    """
+    files = []
+    for part in [p.strip() for p in str(pattern).split(",") if p.strip()]:
+        if "://" in part:
+            files.extend(tf.io.gfile.glob(part))
+        else:
+            files.extend(_glob.glob(part))
+    files = sorted(set(files))
+    if not files:
+        raise DataError(f"no files match {flag_name}={pattern!r}")
+    return files
+
+
+def file_sizes(files):
+    """Sizes in bytes (tf.io.gfile, so remote filesystems work too)."""
+    return [tf.io.gfile.stat(f).length for f in files]
+
+
+class CorruptionCounter:
+    """Counts what ``skip_corrupt`` streams skipped (host-side variables).
+
+    Attributes:
+        skipped_records: records that could not be parsed.
+        corrupt_shards: shards whose tail could not be read.
+    """
+
+    def __init__(self):
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self.skipped_records = tf.Variable(0, dtype=tf.int64,
+                                               trainable=False)
+            self.corrupt_shards = tf.Variable(0, dtype=tf.int64,
+                                              trainable=False)
+
+    def result(self):
+        return {"skipped_records": int(self.skipped_records.numpy()),
+                "corrupt_shards": int(self.corrupt_shards.numpy())}
+
+
+def _record_name(path, index):
+    return tf.strings.join([path, ":record ", tf.strings.as_string(index)])
+
+
+def checked_records(path, size):
+    """Records of one shard as (serialized, name); fails on a bad shard.
+
+    ``name`` is "<path>:record <i>", passed to the parse ops so that a parse
+    error names the shard and the record.
+
+    Raises (when iterated):
+        tf.errors.InvalidArgumentError naming the shard when its records do
+        not account for its ``size`` bytes (truncated or corrupt).
+    """
+    raw = tf.data.TFRecordDataset(path).ignore_errors().enumerate()
+    end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64),
+                                        tf.constant(b"")))
+    stream = raw.concatenate(end)
+
+    def account(consumed, element):
+        index, record = element
+        is_end = index < 0
+        consumed += tf.where(is_end, tf.constant(0, tf.int64),
+                             tf.cast(tf.strings.length(record), tf.int64)
+                             + RECORD_OVERHEAD_BYTES)
+        return consumed, (index, record, consumed)
+
+    def check(index, record, consumed):
+        ok = tf.logical_or(index >= 0, tf.equal(consumed, size))
+        assertion = tf.debugging.Assert(
+            ok, ["TFRecord shard", path, "is truncated or corrupt: its "
+                 "readable records end at byte", consumed, "of", size,
+                 "(re-download or re-write it, or pass "
+                 "--skip_corrupt_records to skip what cannot be read)"])
+        with tf.control_dependencies([assertion]):
+            return index >= 0, record, _record_name(path, index)
+
+    stream = stream.scan(tf.constant(0, tf.int64), account).map(check)
+    return stream.filter(lambda keep, r, n: keep).map(lambda k, r, n: (r, n))
+
+
+def skipping_records(path, size, parse_one, counter):
+    """Parsed records of one shard, skipping (and counting) what is bad.
+
+    A record that ``parse_one`` fails on is skipped and counted; an
+    unreadable tail of the shard (truncation, corrupt record) is skipped and
+    the shard counted. Both are reported on stderr with the shard's name.
+
+    Args:
+        path, size: the shard and its size in bytes.
+        parse_one: (serialized, name) -> structure of tensors with fully
+            static shapes (pad variable-length parts).
+        counter: CorruptionCounter to update.
+
+    Returns:
+        Dataset of parse_one's outputs for the good records.
+    """
+    raw = tf.data.TFRecordDataset(path).ignore_errors().enumerate()
+    spec = tf.data.Dataset.from_tensors(tf.constant(b"")).map(
+        lambda r: parse_one(r, tf.constant(""))).element_spec
+    dummy = lambda: tf.nest.map_structure(  # noqa: E731
+        lambda s: tf.zeros(s.shape, s.dtype), spec)
+
+    def try_parse(index, record):
+        attempt = tf.data.Dataset.from_tensors(record).map(
+            lambda r: (parse_one(r, _record_name(path, index)),
+                       tf.constant(True))).ignore_errors()
+        parsed, ok = attempt.reduce((dummy(), tf.constant(False)),
+                                    lambda state, x: x)
+        nbytes = tf.cast(tf.strings.length(record), tf.int64) + RECORD_OVERHEAD_BYTES
+        return index, nbytes, parsed, ok
+
+    end = tf.data.Dataset.from_tensors(
+        (tf.constant(-1, tf.int64), tf.constant(0, tf.int64), dummy(),
+         tf.constant(False)))
+    stream = raw.map(try_parse).concatenate(end)
+
+    def account(state, element):
+        consumed, bad = state
+        index, nbytes, parsed, ok = element
+        consumed += nbytes
+        bad += tf.cast(tf.logical_and(index >= 0, tf.logical_not(ok)),
+                       tf.int64)
+        return (consumed, bad), (index, parsed, ok, consumed, bad)
+
+    def finish(index, parsed, ok, consumed, bad):
+        def report():
+            corrupt = tf.cast(tf.not_equal(consumed, size), tf.int64)
+            with tf.control_dependencies([
+                    counter.skipped_records.assign_add(bad),
+                    counter.corrupt_shards.assign_add(corrupt)]):
+                return tf.cond(bad + corrupt > 0,
+                               lambda: _print_skip(path, bad, consumed, size),
+                               lambda: tf.constant(True))
+
+        done = tf.cond(index < 0, report, lambda: tf.constant(True))
+        with tf.control_dependencies([done]):
+            return tf.identity(ok), parsed
+
+    zero = tf.constant(0, tf.int64)
+    stream = stream.scan((zero, zero), account).map(finish)
+    return stream.filter(lambda ok, p: ok).map(lambda ok, p: p)
+
+
+def _print_skip(path, bad_records, consumed, size):
+    tf.print("WARNING: skipped in", path, ":", bad_records,
+             "unparsable record(s); readable bytes", consumed, "of", size,
+             output_stream=sys.stderr)
+    return tf.constant(True)
+
+
+def pad_batch(structure, batch_size):
+    """Pads every tensor of a (possibly short) batch to ``batch_size`` rows.
+
+    Returns:
+        (padded structure, mask) with mask bool [batch_size], True for real
+        rows. Static shapes keep every replica's share of the last batch
+        equal under MirroredStrategy.
+    """
+    leaves = tf.nest.flatten(structure)
+    n = tf.shape(leaves[0])[0]
+
+    def pad(t):
+        paddings = [[0, batch_size - n]] + [[0, 0]] * (t.shape.rank - 1)
+        out = tf.pad(t, paddings)
+        out.set_shape([batch_size] + t.shape.as_list()[1:])
+        return out
+
+    mask = tf.sequence_mask(n, batch_size)
+    return tf.nest.map_structure(pad, structure), mask
+
+
+ID_BYTES = 64
+
+
+def encode_ids(ids, width=ID_BYTES):
+    """string [B] -> uint8 [B, width] (zero-padded), so that ids can travel
+    through tf.distribute with numeric tensors (strings cannot live on
+    accelerators). Fails, naming the id, if one is longer than ``width``."""
+    length = tf.strings.length(ids)
+    check = tf.debugging.Assert(
+        tf.reduce_all(length <= width),
+        [f"video id longer than {width} bytes:",
+         tf.boolean_mask(ids, length > width)], summarize=2)
+    with tf.control_dependencies([check]):
+        return tf.io.decode_raw(ids, tf.uint8, fixed_length=width)
+
+
+def decode_ids(array):
+    """uint8 [B, width] from ``encode_ids`` -> list of python str."""
+    array = np.asarray(array, dtype=np.uint8)
+    return [bytes(row).rstrip(b"\0").decode("utf-8") for row in array]

@@ -1,0 +1,334 @@
+"""The training loop every family uses.
+
+One custom loop that runs unchanged on one device, under MirroredStrategy and
+under MultiWorkerMirroredStrategy. (Keras 3 ``fit()`` fails under
+MultiWorkerMirroredStrategy on current releases, keras-team/keras#20585, so
+the loop is ours; a single loop keeps the behaviour identical everywhere.)
+
+Per step: forward pass, per-example loss averaged over the *global* batch,
+plus the model's regularisation losses; gradients are all-reduced (summed)
+across replicas first, then clipped and applied, so clipping sees the
+gradient of the whole global batch exactly as on one device.
+
+Checkpoints (model, optimizer, step) are written every N steps and at the
+end, and training resumes from the latest one automatically. TensorBoard gets
+loss, learning rate and examples/s; the console gets a Keras progress bar.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from vidcore import distribute
+
+TRAIN_STATE_FILE = "train_state.json"
+
+
+class _PrereducedGradients:
+    """Optimizer mixin: gradients arrive already summed across replicas.
+
+    Keras' TF optimizer all-reduces gradients inside ``apply`` *after*
+    clipping them per replica; the loop reduces them itself before the
+    optimizer (and its clipping) sees them, so this turns the second
+    reduction off.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
+class PrereducedAdam(_PrereducedGradients, keras.optimizers.Adam):
+    """keras.optimizers.Adam taking cross-replica-summed gradients."""
+
+
+class PrereducedSGD(_PrereducedGradients, keras.optimizers.SGD):
+    """keras.optimizers.SGD taking cross-replica-summed gradients."""
+
+
+OPTIMIZERS = {"adam": PrereducedAdam, "sgd": PrereducedSGD}
+
+
+def make_optimizer(name, learning_rate, clip_norm=None, loss_scale=False,
+                   **kwargs):
+    """Builds the optimizer (inside the strategy scope).
+
+    Args:
+        name: 'adam' or 'sgd'.
+        learning_rate: float or keras LearningRateSchedule (of optimizer steps).
+        clip_norm: clip each gradient tensor to this L2 norm (None: no clip).
+        loss_scale: wrap in a dynamic LossScaleOptimizer (mixed_float16).
+        **kwargs: passed to the optimizer (momentum, epsilon, ...).
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of "
+                         f"{', '.join(OPTIMIZERS)}")
+    opt = OPTIMIZERS[name](learning_rate=learning_rate, clipnorm=clip_norm,
+                           **kwargs)
+    if loss_scale:
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Settings of the training loop.
+
+    Attributes:
+        train_dir: checkpoints, TensorBoard events and train_state.json.
+        per_replica_batch_size: examples per replica per step.
+        max_steps: stop after this many steps (None: until data runs out).
+        checkpoint_every_steps: checkpoint period in steps.
+        log_every_steps: TensorBoard scalar period in steps.
+        keep_checkpoints: how many recent checkpoints to keep.
+        verbose: show the progress bar (chief only).
+        keep_worker_checkpoints: keep the final checkpoint that each
+            non-chief worker writes under train_dir/.workers (to verify
+            that all workers hold identical weights).
+    """
+
+    train_dir: str
+    per_replica_batch_size: int
+    max_steps: Optional[int] = None
+    checkpoint_every_steps: int = 1000
+    log_every_steps: int = 100
+    keep_checkpoints: int = 5
+    verbose: bool = True
+    keep_worker_checkpoints: bool = False
+
+
+def _worker_checkpoint_dir(train_dir, strategy):
+    """Chief writes into train_dir; other workers into a scratch folder
+    (MultiWorkerMirroredStrategy needs every worker to take part in saving)."""
+    if distribute.is_chief(strategy):
+        return train_dir
+    task_type, task_id = distribute.task_info(strategy)
+    return os.path.join(train_dir, ".workers", f"{task_type}_{task_id}")
+
+
+def read_train_state(train_dir):
+    """The train_state.json written by the loop, or {} if there is none."""
+    path = os.path.join(train_dir, TRAIN_STATE_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _write_json_atomic(path, obj):
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class Trainer:
+    """Trains a Keras model with a custom, strategy-agnostic loop.
+
+    Args:
+        strategy: a tf.distribute.Strategy (create it first, at start-up).
+        config: LoopConfig.
+        build_model: () -> keras.Model, called inside the strategy scope.
+        build_optimizer: (global_batch_size) -> optimizer, called inside the
+            scope (use make_optimizer; it must take pre-reduced gradients).
+        per_example_loss: (labels, predictions) -> [batch] float32.
+        dataset_fn: (tf.distribute.InputContext, seed) -> tf.data.Dataset of
+            (features, labels) batched per replica (use
+            ``ctx.get_per_replica_batch_size``) and sharded by
+            ``ctx.input_pipeline_id``. ``seed`` changes on every resume so a
+            restarted run does not replay the same order.
+        regularization_weight: multiplies the model's regularisation losses.
+    """
+
+    def __init__(self, strategy, config: LoopConfig,
+                 build_model: Callable[[], keras.Model],
+                 build_optimizer: Callable[[int], keras.optimizers.Optimizer],
+                 per_example_loss: Callable, dataset_fn: Callable,
+                 regularization_weight: float = 1.0):
+        self.strategy = strategy
+        self.regularization_weight = float(regularization_weight)
+        self.config = config
+        self.per_example_loss = per_example_loss
+        self.dataset_fn = dataset_fn
+        self.replicas = strategy.num_replicas_in_sync
+        self.global_batch_size = config.per_replica_batch_size * self.replicas
+        self.chief = distribute.is_chief(strategy)
+        with strategy.scope():
+            self.model = build_model()
+            self.optimizer = build_optimizer(self.global_batch_size)
+            self.optimizer.build(self.model.trainable_variables)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                    name="global_step")
+            self.checkpoint = tf.train.Checkpoint(
+                model=self.model, optimizer=self.optimizer, step=self.step)
+        self._write_dir = _worker_checkpoint_dir(config.train_dir, strategy)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._write_dir,
+            max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
+
+    # ------------------------------------------------------------------ #
+    def restore(self):
+        """Restores the latest checkpoint of train_dir; returns its step."""
+        latest = tf.train.latest_checkpoint(self.config.train_dir)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info("resumed from %s at step %d", latest,
+                         int(self.step.numpy()))
+        return int(self.step.numpy())
+
+    def _learning_rate(self):
+        lr = self.optimizer.learning_rate
+        return float(np.asarray(lr))
+
+    def _replica_step(self, features, labels):
+        with tf.GradientTape() as tape:
+            predictions = self.model(features, training=True)
+            per_example = self.per_example_loss(labels, predictions)
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=self.global_batch_size)
+            reg = (tf.add_n([tf.cast(l, tf.float32)
+                             for l in self.model.losses])
+                   * (self.regularization_weight / self.replicas)
+                   if self.model.losses else tf.constant(0.0))
+            total = loss + reg
+            scaled = (self.optimizer.scale_loss(total)
+                      if isinstance(self.optimizer,
+                                    keras.optimizers.LossScaleOptimizer)
+                      else total)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        ctx = tf.distribute.get_replica_context()
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        self.optimizer.apply(grads, variables)
+        return loss, reg
+
+    def _make_train_function(self):
+        strategy = self.strategy
+
+        @tf.function
+        def train_step(iterator):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                return False, tf.constant(0.0), tf.constant(0.0)
+            features, labels = optional.get_value()
+            loss, reg = strategy.run(self._replica_step,
+                                     args=(features, labels))
+            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+            reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None)
+            self.step.assign_add(1)
+            return True, loss, reg
+
+        return train_step
+
+    # ------------------------------------------------------------------ #
+    def train(self):
+        """Runs until max_steps (or the end of the data); returns the step."""
+        cfg = self.config
+        start = self.restore()
+        if cfg.max_steps is not None and start >= cfg.max_steps:
+            logging.info("train_dir already at step %d >= max_steps %d",
+                         start, cfg.max_steps)
+            return start
+        logging.info(distribute.describe(self.strategy,
+                                         cfg.per_replica_batch_size))
+
+        def input_fn(ctx):
+            return self.dataset_fn(ctx, seed=start)
+
+        iterator = iter(self.strategy.distribute_datasets_from_function(
+            input_fn))
+        train_step = self._make_train_function()
+        writer = (tf.summary.create_file_writer(cfg.train_dir)
+                  if self.chief else tf.summary.create_noop_writer())
+        progbar = keras.utils.Progbar(
+            cfg.max_steps, verbose=1 if (cfg.verbose and self.chief) else 0,
+            stateful_metrics=["loss", "reg_loss", "examples/s"])
+        if start:
+            progbar.update(start)
+        step = start
+        window_start, window_steps = time.time(), 0
+        while cfg.max_steps is None or step < cfg.max_steps:
+            ran, loss, reg = train_step(iterator)
+            if not bool(ran):
+                logging.info("input exhausted at step %d", step)
+                break
+            step += 1
+            window_steps += 1
+            loss, reg = float(loss), float(reg)
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss} at step {step}; the last good "
+                    f"checkpoint is in {cfg.train_dir}")
+            if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
+                elapsed = time.time() - window_start
+                rate = window_steps * self.global_batch_size / max(elapsed,
+                                                                   1e-9)
+                with writer.as_default(step=step):
+                    tf.summary.scalar("loss/label", loss)
+                    tf.summary.scalar("loss/regularization", reg)
+                    tf.summary.scalar("learning_rate", self._learning_rate())
+                    tf.summary.scalar("examples_per_second", rate)
+                writer.flush()
+                progbar.update(step, [("loss", loss), ("reg_loss", reg),
+                                      ("examples/s", rate)])
+                window_start, window_steps = time.time(), 0
+            else:
+                progbar.update(step, [("loss", loss), ("reg_loss", reg)])
+            if step % cfg.checkpoint_every_steps == 0:
+                self._save(step)
+        self._save(step, final=True)
+        writer.close()
+        return step
+
+    def _save(self, step, final=False):
+        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(
+                f"-{step}"):
+            return
+        path = self.manager.save(checkpoint_number=step)
+        if self.chief:
+            _write_json_atomic(
+                os.path.join(self.config.train_dir, TRAIN_STATE_FILE),
+                {"step": int(step), "checkpoint": os.path.basename(path),
+                 "done": bool(final),
+                 "global_batch_size": self.global_batch_size,
+                 "replicas": self.replicas})
+            logging.info("saved checkpoint %s", path)
+        elif not (final and self.config.keep_worker_checkpoints):
+            # Other workers only take part in the collective save.
+            tf.io.gfile.rmtree(self._write_dir)
+
+
+def restore_model_weights(model, train_dir, checkpoint_path=None):
+    """Loads a model's weights from a training checkpoint (not the optimizer).
+
+    Args:
+        model: a model built with the same configuration as in training.
+        train_dir: training directory (its latest checkpoint is used).
+        checkpoint_path: a specific checkpoint prefix instead of the latest.
+
+    Returns:
+        The checkpoint path that was restored.
+
+    Raises:
+        FileNotFoundError: no checkpoint in train_dir.
+    """
+    path = checkpoint_path or tf.train.latest_checkpoint(train_dir)
+    if not path:
+        raise FileNotFoundError(
+            f"no checkpoint found in --train_dir={train_dir}; train a model "
+            f"there first (python -m yt8m.train ...)")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
+    return path
+
+
+def cleanup_worker_dirs(train_dir):
+    """Removes scratch checkpoint folders of non-chief workers."""
+    shutil.rmtree(os.path.join(train_dir, ".workers"), ignore_errors=True)
