@@ -11,3 +11,19 @@ try:
         _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:  # already initialised by an earlier import
     pass
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """A small SYNTHETIC dataset in the official frame-level format, written
+    by our own writer: train/validate/test shards and a segment-rated shard
+    (20 classes)."""
+    from tfrecord_tools.demo_data import write_demo_dataset
+    out = tmp_path_factory.mktemp("demo_data")
+    write_demo_dataset(str(out), num_classes=20, num_train=96,
+                       num_validate=37, num_test=21, min_frames=6,
+                       max_frames=24, num_shards=(3, 2, 2), seed=0,
+                       num_segment_videos=6)
+    return str(out)

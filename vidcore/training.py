@@ -89,9 +89,9 @@ class LoopConfig:
         log_every_steps: TensorBoard scalar period in steps.
         keep_checkpoints: how many recent checkpoints to keep.
         verbose: show the progress bar (chief only).
-        keep_worker_checkpoints: keep the final checkpoint that each
-            non-chief worker writes under train_dir/.workers (to verify
-            that all workers hold identical weights).
+        keep_worker_checkpoints: keep the checkpoints that non-chief
+            workers write under train_dir/.workers (to verify that all
+            workers hold identical weights).
     """
 
     train_dir: str
@@ -288,10 +288,14 @@ class Trainer:
         return step
 
     def _save(self, step, final=False):
-        if self.manager.latest_checkpoint and self.manager.latest_checkpoint.endswith(
-                f"-{step}"):
-            return
-        path = self.manager.save(checkpoint_number=step)
+        latest = self.manager.latest_checkpoint
+        if latest and latest.endswith(f"-{step}"):
+            path = latest  # saved at this step already
+        else:
+            path = self.manager.save(checkpoint_number=step)
+            if not self.chief and not self.config.keep_worker_checkpoints:
+                # Other workers only take part in the collective save.
+                tf.io.gfile.rmtree(self._write_dir)
         if self.chief:
             _write_json_atomic(
                 os.path.join(self.config.train_dir, TRAIN_STATE_FILE),
@@ -300,9 +304,6 @@ class Trainer:
                  "global_batch_size": self.global_batch_size,
                  "replicas": self.replicas})
             logging.info("saved checkpoint %s", path)
-        elif not (final and self.config.keep_worker_checkpoints):
-            # Other workers only take part in the collective save.
-            tf.io.gfile.rmtree(self._write_dir)
 
 
 def restore_model_weights(model, train_dir, checkpoint_path=None):

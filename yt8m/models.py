@@ -23,6 +23,7 @@ from vidcore.layers.frames import (DequantizeFrames, FrameSampler,
                                    L2Normalize, LengthMask, MaskedMean,
                                    SplitFeatures)
 from vidcore.layers.gating import ContextGating
+from vidcore.layers.normalization import batch_norm
 from vidcore.layers.moe import LogisticClassifier, MixtureOfExperts
 from vidcore.layers.pooling import DBoF, GatedDBoF, NetFV, NetVLAD, SoftDBoF
 
@@ -145,8 +146,7 @@ def classifier(cfg, x):
 
 
 def _bn(cfg, name):
-    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum,
-                                           epsilon=1e-3, name=name)
+    return batch_norm(cfg.bn_momentum, 1e-3, name=name)
 
 
 def _hidden(cfg, x, size, cluster_size, relu, add_batch_norm):

@@ -5,6 +5,8 @@ import math
 import keras
 import tensorflow as tf
 
+from vidcore.layers.normalization import batch_norm
+
 
 @keras.saving.register_keras_serializable(package="vidcore")
 class ContextGating(keras.layers.Layer):
@@ -24,9 +26,9 @@ class ContextGating(keras.layers.Layer):
         self.add_batch_norm = bool(add_batch_norm)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
-        self.gating_bn = (keras.layers.BatchNormalization(
-            momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-            name="gating_bn") if self.add_batch_norm else None)
+        self.gating_bn = (batch_norm(self.bn_momentum, self.bn_epsilon,
+                                     name="gating_bn")
+                          if self.add_batch_norm else None)
 
     def build(self, input_shape):
         dim = int(input_shape[-1])

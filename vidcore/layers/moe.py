@@ -20,6 +20,8 @@ import math
 import keras
 import tensorflow as tf
 
+from vidcore.layers.normalization import batch_norm
+
 
 @keras.saving.register_keras_serializable(package="vidcore")
 class MixtureOfExperts(keras.layers.Layer):
@@ -51,9 +53,9 @@ class MixtureOfExperts(keras.layers.Layer):
             v * m, kernel_regularizer=reg, name="experts")
         if self.prob_gating:
             # Statistics in float32: probabilities are small numbers.
-            self.gating_prob_bn = keras.layers.BatchNormalization(
-                momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                dtype="float32", name="gating_prob_bn")
+            self.gating_prob_bn = batch_norm(
+                self.bn_momentum, self.bn_epsilon, dtype="float32",
+                name="gating_prob_bn")
 
     def build(self, input_shape):
         self.gates.build(input_shape)

@@ -17,6 +17,8 @@ import math
 import keras
 import tensorflow as tf
 
+from vidcore.layers.normalization import batch_norm
+
 
 def _normal(stddev, mean=0.0):
     return keras.initializers.RandomNormal(mean=mean, stddev=stddev)
@@ -49,8 +51,7 @@ class _ClusteredPooling(keras.layers.Layer):
                            if self.add_batch_norm else None)
 
     def _batch_norm(self, name):
-        return keras.layers.BatchNormalization(
-            momentum=self.bn_momentum, epsilon=self.bn_epsilon, name=name)
+        return batch_norm(self.bn_momentum, self.bn_epsilon, name=name)
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
