@@ -1,0 +1,128 @@
+"""Kaggle prediction files: ``python -m yt8m.inference``.
+
+Writes ``VideoId,LabelConfidencePairs`` with exactly one line per video (top
+``--top_k`` classes, string ids), reading every record once in file order,
+also under MirroredStrategy with a ragged last batch. A larger ``--top_k``
+(the published commands use 50) gives the raw scores that yt8m.ensemble
+averages. ``--segment_labels`` writes the 2019 ``Class,Segments`` file.
+The model settings come from what training recorded in ``--train_dir``.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+
+from input_pipeline import features as keys
+from input_pipeline import records
+from input_pipeline import yt8m as reader
+from vidcore import cli, distribute
+from vidcore.errors import UserInputError
+from vidcore.prediction import run_batches
+from yt8m import flags as yflags
+from yt8m import segments, submission, trained
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("input_data_pattern", "",
+                    "Glob(s) of the TFRecord shards to predict.")
+flags.DEFINE_string("output_labels_file", "",
+                    "Also write the records' ground-truth labels "
+                    "(VideoId,Labels) here, e.g. to fit ensemble weights on "
+                    "a validation split.")
+
+def _labels_lists(labels):
+    rows, cols = np.nonzero(labels)
+    return np.split(cols, np.searchsorted(rows, np.arange(1, len(labels))))
+
+
+def predict_videos(model, strategy, dataset, top_k, keep_labels=False):
+    """Yields (ids, classes [B, k], scores [B, k], labels or None) per batch."""
+    k = min(top_k, model.output_shape[-1])
+
+    def replica_fn(inputs, labels, meta):
+        scores, classes = tf.math.top_k(model(inputs, training=False), k=k)
+        out = {"scores": scores, "classes": classes, "id": meta["id"],
+               "mask": meta["mask"]}
+        if keep_labels:
+            out["labels"] = labels
+        return out
+
+    for out in run_batches(strategy, dataset, replica_fn):
+        keep = out["mask"]
+        yield (records.decode_ids(out["id"][keep]), out["classes"][keep],
+               out["scores"][keep],
+               out["labels"][keep] if keep_labels else None)
+
+
+def write_video_file(model, strategy, source, reader_cfg, counter):
+    global_batch = FLAGS.batch_size * strategy.num_replicas_in_sync
+    dataset = reader.evaluation_dataset(source, reader_cfg, global_batch,
+                                        counter)
+    keep_labels = bool(FLAGS.output_labels_file)
+    progbar = keras.utils.Progbar(None, unit_name="video")
+    label_ids, label_lists = [], []
+    with submission.VideoPredictionWriter(FLAGS.output_file,
+                                          top_k=FLAGS.top_k) as writer:
+        for ids, classes, scores, labels in predict_videos(
+                model, strategy, dataset, FLAGS.top_k, keep_labels):
+            writer.write_batch(ids, classes, scores)
+            if keep_labels:
+                label_ids.extend(ids)
+                label_lists.extend(_labels_lists(labels))
+            progbar.add(len(ids))
+    if keep_labels:
+        submission.write_labels(FLAGS.output_labels_file, label_ids,
+                                label_lists)
+    return writer.num_written
+
+
+def main(argv):
+    del argv
+    if not FLAGS.input_data_pattern or not FLAGS.output_file:
+        raise UserInputError("--input_data_pattern and --output_file are "
+                             "required")
+    strategy = distribute.make_strategy(
+        "default" if FLAGS.strategy == "multi_worker" else FLAGS.strategy)
+    distribute.configure_mixed_precision(FLAGS.mixed_precision)
+    segment = FLAGS.segment_labels
+    model, model_cfg, names, path = trained.load(
+        FLAGS.train_dir, strategy,
+        max_frames=keys.YT8M_SEGMENT_SIZE if segment else None,
+        checkpoint_path=FLAGS.checkpoint_path or None)
+    logging.info("predicting with %s (%s)", path, model_cfg.model)
+    reader_cfg = yflags.reader_config(model_cfg, names)
+    source = reader.Source.from_pattern(FLAGS.input_data_pattern, reader_cfg,
+                                        "--input_data_pattern")
+    counter = (records.CorruptionCounter() if FLAGS.skip_corrupt_records
+               else None)
+    if segment:
+        if counter is not None:
+            raise UserInputError("--skip_corrupt_records is not supported "
+                                 "with --segment_labels")
+        whitelist = segments.read_class_whitelist(
+            FLAGS.segment_label_ids_file, model_cfg.num_classes)
+        dataset = reader.segment_dataset(
+            source, reader_cfg,
+            FLAGS.batch_size * strategy.num_replicas_in_sync,
+            rated_only=False)
+        ranker, _ = segments.rank_segments(model, strategy, dataset,
+                                           whitelist, FLAGS.top_k,
+                                           FLAGS.segment_max_pred)
+        submission.write_segment_predictions(FLAGS.output_file,
+                                             ranker.ranked())
+        print(f"Wrote segment rankings of {int(whitelist.sum())} classes "
+              f"({len(ranker.segment_ids)} segments) to {FLAGS.output_file}")
+        return
+    n = write_video_file(model, strategy, source, reader_cfg, counter)
+    if counter is not None:
+        logging.warning("skipped: %s", counter.result())
+    print(f"Wrote predictions for {n} videos to {FLAGS.output_file}")
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
