@@ -7,8 +7,9 @@ examples/s and the model's FLOP/s as a fraction of this machine's dense
 float32 matmul FLOP/s measured in the same run.
 
 Model FLOPs per example are counted by TensorFlow's graph profiler on the
-forward pass (a matmul counts 2*m*n*k); a training step is taken as 3x the
-forward pass (forward + two backward matmuls per forward matmul).
+forward pass (a matmul counts 2*m*n*k; recurrent layers unrolled so that
+every time step counts); a training step is taken as 3x the forward pass
+(forward + two backward matmuls per forward matmul).
 
     python bench/bench_training.py [--steps 3 --batch 80]
 
@@ -47,8 +48,22 @@ def matmul_flops(n=2048, repeats=10):
 
 
 def forward_flops_per_example(model, inputs):
-    """Float ops of one forward pass / batch size (graph profiler)."""
+    """Float ops of one forward pass / batch size (graph profiler).
+
+    The profiler counts the body of a while loop once, so recurrent layers
+    are counted on a copy of the model with the loop unrolled.
+    """
+    import keras
     import tensorflow as tf
+
+    def unrolled(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    if any(isinstance(l, keras.layers.RNN) for l in model.layers):
+        model = keras.models.clone_model(model, clone_function=unrolled)
     spec = tf.nest.map_structure(
         lambda x: tf.TensorSpec(x.shape, x.dtype), inputs)
     graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(

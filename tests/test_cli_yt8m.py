@@ -95,6 +95,15 @@ def test_eval_inference_and_gap_above_chance(trained, demo_data, tmp_path):
     assert gap == pytest.approx(result["gap"], abs=1e-5)
 
 
+def test_eval_loop_stops_after_the_final_checkpoint(trained, demo_data,
+                                                   tmp_path):
+    result = run_cli(yeval, f"--eval_data_pattern={_validate(demo_data)}",
+                     f"--train_dir={trained}", "--run_once=False",
+                     "--eval_timeout_secs=30", f"--eval_dir={tmp_path}")
+    assert result["step"] == 60
+    assert os.path.exists(tmp_path / "metrics_step60.json")
+
+
 def test_inference_mirrored_ragged_batches_equal_one_device(trained,
                                                            demo_data,
                                                            tmp_path):
