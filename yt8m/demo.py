@@ -23,6 +23,8 @@ import time
 import numpy as np
 from absl import app, flags
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 FLAGS = flags.FLAGS
 
 
