@@ -33,7 +33,7 @@ PUBLISHED = {
     "lstm": dict(model="LstmModel", iterations=150,
                  lstm_random_sequence=True),
 }
-# ../shared/specs/yt8m.md, "Trainable parameter counts" (V=4716, V=3862).
+# The YouTube-8M spec's table of trainable parameter counts (V=4716, V=3862).
 EXPECTED = {
     "gated_netvlad": (333_229_888, 321_528_380),
     "gated_netrvlad": (332_951_360, 321_249_852),

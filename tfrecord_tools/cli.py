@@ -1,8 +1,10 @@
 """Shared command-line plumbing and error types of `tfrecord_tools`.
 
-Every tool raises a `ToolError` subclass with one precise, one-line message
-for errors a user can cause (wrong path, wrong shape, bad CSV line, corrupt
-record). `handle_errors` turns those into one stderr line and exit code 1.
+Every tool raises a `ToolError` subclass (a `vidcore.errors.UserInputError`)
+with one precise, one-line message for errors a user can cause (wrong path,
+wrong shape, bad CSV line, corrupt record). `handle_errors` turns those into
+one stderr line (formatted by `vidcore.cli`, as for every other CLI) and
+exit code 1.
 
 Each CLI module defines its flags on its own `flags.FlagValues()` object
 instead of the global `absl.flags.FLAGS`, so that several CLI modules (and
@@ -20,12 +22,15 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from vidcore import cli as core_cli
+from vidcore.errors import DataError, UserInputError
 
-class ToolError(Exception):
+
+class ToolError(UserInputError):
     """Base of errors a user can cause; str(error) is the full message."""
 
 
-class InputError(ToolError, ValueError):
+class InputError(ToolError):
     """Invalid user input: bad flag value, CSV line, array shape or label."""
 
 
@@ -37,7 +42,7 @@ class MissingInputError(ToolError, FileNotFoundError):
         return str(self.args[0]) if self.args else "file not found"
 
 
-class CorruptRecordError(ToolError, ValueError):
+class CorruptRecordError(ToolError, DataError):
     """A TFRecord shard or one of its records is unreadable or off-schema."""
 
 
@@ -58,11 +63,8 @@ def handle_errors(main):
     def wrapper(argv):
         try:
             return main(argv)
-        except (ToolError, OSError, tf.errors.OpError) as e:
-            text = e.message if isinstance(e, tf.errors.OpError) else str(e)
-            message = " ".join(text.split())  # exactly one line
-            sys.stderr.flush()
-            print(f"error: {message}", file=sys.stderr)
+        except (UserInputError, OSError, tf.errors.OpError) as e:
+            core_cli.print_user_error(e)
             return 1
 
     return wrapper

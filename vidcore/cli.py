@@ -31,14 +31,25 @@ def clean_tf_message(message):
     return re.sub(r"\s+", " ", text)
 
 
+def user_error_message(error):
+    """The one-line text shown for a user error (ours, OS or TensorFlow)."""
+    if isinstance(error, (UserInputError, FileNotFoundError)):
+        text = str(error)
+    else:
+        text = clean_tf_message(getattr(error, "message", str(error)))
+    return " ".join(text.split())
+
+
+def print_user_error(error):
+    """Prints ``error`` as ``error: <one line>`` on stderr."""
+    logging.debug("error details", exc_info=error)
+    sys.stderr.flush()
+    print(f"error: {user_error_message(error)}", file=sys.stderr, flush=True)
+
+
 def report_and_exit(error):
     """Prints ``error`` as one line and exits with status 1."""
-    if isinstance(error, (UserInputError, FileNotFoundError)):
-        message = str(error)
-    else:
-        message = clean_tf_message(getattr(error, "message", str(error)))
-    logging.debug("error details", exc_info=error)
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print_user_error(error)
     sys.exit(1)
 
 
