@@ -54,3 +54,62 @@ QUANT_MIN = -2.0
 QUANT_MAX = 2.0
 DEQUANT_SCALE = (QUANT_MAX - QUANT_MIN) / 255.0
 DEQUANT_BIAS = (QUANT_MAX - QUANT_MIN) / 512.0 + QUANT_MIN
+
+
+# --------------------------------------------------------------------------- #
+# HowTo100M text-video embedding (our TFRecord layout of the released files).
+#
+# Training videos: one `tf.train.SequenceExample` per video.
+#   context:
+#     HOWTO_VIDEO_ID        bytes   YouTube id
+#     HOWTO_CAPTION_START   float   [n_captions] seconds
+#     HOWTO_CAPTION_END     float   [n_captions] seconds
+#     HOWTO_CAPTION_TEXT    bytes   [n_captions] utf-8 caption text
+#     howto_rate_key(s)     float   frames per second of stream s
+#     howto_dim_key(s)      int64   feature size of stream s
+#   feature lists:
+#     howto_frames_key(s)   one bytes feature per frame: the frame's feature
+#                           vector as little-endian float16 (the release's
+#                           own precision; each frame already L2-normalised)
+#
+# Evaluation / fine-tuning clips: one `tf.train.Example` per clip.
+#     HOWTO_CLIP_ID         bytes   clip id (MSR-VTT video id, YouCook2 clip
+#                                   id, LSMDC clip name)
+#     HOWTO_VIDEO_ID        bytes   parent video id (= clip id where the set
+#                                   has no parent videos)
+#     HOWTO_CAPTION_TEXT    bytes   [n_captions] (1 for test sets; all the
+#                                   sentences of a clip for training sets)
+#     howto_pooled_key(s)   float   [dim_s] the clip's pooled stream feature
+#                                   (as released: max-pooled, not normalised)
+# --------------------------------------------------------------------------- #
+HOWTO_STREAMS = ("2d", "3d")
+# Frame rates of the released features: ResNet-152 at 1 frame per second,
+# ResNeXt-101 3D at one 16-frame window every 16 frames of 24 fps video.
+HOWTO_DEFAULT_RATES = {"2d": 1.0, "3d": 24.0 / 16.0}
+HOWTO_DEFAULT_DIMS = {"2d": 2048, "3d": 2048}
+
+HOWTO_VIDEO_ID = "video_id"
+HOWTO_CLIP_ID = "clip_id"
+HOWTO_CAPTION_START = "caption/start"
+HOWTO_CAPTION_END = "caption/end"
+HOWTO_CAPTION_TEXT = "caption/text"
+
+
+def howto_frames_key(stream):
+    """Feature-list key of a stream's per-frame features, e.g. "feature/2d"."""
+    return f"feature/{stream}"
+
+
+def howto_rate_key(stream):
+    """Context key of a stream's frame rate (frames per second)."""
+    return f"feature/{stream}/rate"
+
+
+def howto_dim_key(stream):
+    """Context key of a stream's feature size."""
+    return f"feature/{stream}/dim"
+
+
+def howto_pooled_key(stream):
+    """Example key of a clip's pooled feature of one stream."""
+    return f"feature/{stream}/pooled"
