@@ -220,3 +220,34 @@ def decode_ids(array):
     """uint8 [B, width] from ``encode_ids`` -> list of python str."""
     array = np.asarray(array, dtype=np.uint8)
     return [bytes(row).rstrip(b"\0").decode("utf-8") for row in array]
+
+
+def training_file_dataset(files, input_context=None, seed=0, num_epochs=None):
+    """Shuffled, repeated dataset of shard paths for one input pipeline.
+
+    With several input pipelines (multi-worker), each takes every k-th shard,
+    so workers read disjoint data; that needs at least one shard per worker.
+
+    Args:
+        files: list of shard paths.
+        input_context: tf.distribute.InputContext or None.
+        seed: shuffle seed.
+        num_epochs: passes over the shards (None: forever).
+
+    Returns:
+        tf.data.Dataset of tf.string paths.
+
+    Raises:
+        DataError: fewer shards than input pipelines.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if input_context and input_context.num_input_pipelines > 1:
+        if len(files) < input_context.num_input_pipelines:
+            raise DataError(
+                f"{len(files)} shard(s) for "
+                f"{input_context.num_input_pipelines} input pipelines: each "
+                f"worker needs at least one shard")
+        ds = ds.shard(input_context.num_input_pipelines,
+                      input_context.input_pipeline_id)
+    return ds.shuffle(len(files), seed=seed,
+                      reshuffle_each_iteration=True).repeat(num_epochs)

@@ -348,18 +348,8 @@ def training_dataset(source, cfg, batch_size, input_context=None, seed=0,
         counter: CorruptionCounter to skip and count bad records (None:
             a bad record or shard is an error naming it).
     """
-    files = tf.data.Dataset.from_tensor_slices(source.files)
-    if input_context and input_context.num_input_pipelines > 1:
-        if len(source.files) >= input_context.num_input_pipelines:
-            files = files.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
-        else:
-            raise DataError(
-                f"{len(source.files)} shard(s) for "
-                f"{input_context.num_input_pipelines} input pipelines: each "
-                f"worker needs at least one shard")
-    files = files.shuffle(len(source.files), seed=seed,
-                          reshuffle_each_iteration=True).repeat(num_epochs)
+    files = records.training_file_dataset(source.files, input_context, seed,
+                                          num_epochs)
     stream = _record_stream(source, cfg, files, deterministic=False,
                             counter=counter)
     stream = stream.shuffle(shuffle_buffer, seed=seed)

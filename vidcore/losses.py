@@ -28,3 +28,135 @@ def multilabel_cross_entropy(labels, probabilities, epsilon=1e-5):
     xent = y * tf.math.log(p + epsilon) + (1.0 - y) * tf.math.log(
         1.0 - p + epsilon)
     return -tf.reduce_sum(xent, axis=-1)
+
+
+# --------------------------------------------------------------------------- #
+# Max-margin ranking loss (HowTo100M, Miech et al. ICCV 2019, Sec. 4.1).
+# --------------------------------------------------------------------------- #
+def negative_weight_values(num_videos, hard_negative_rate):
+    """Weights of same-video and other-video pairs in the weighted loss.
+
+    With ``e = 1 - hard_negative_rate`` and
+    ``alpha = e / ((B - 1)(1 - e))`` the weight matrix is
+    ``kron((1 - alpha) I_B + alpha 1 1^T, ones(P, P)) * B (1 - e)``: a pair of
+    clips from the same video weighs ``B (1 - e)``, a pair from different
+    videos ``alpha B (1 - e)``, so that the same-video pairs (the positive
+    included) and the other-video pairs carry ``hard_negative_rate`` and
+    ``1 - hard_negative_rate`` of the total weight.
+
+    Args:
+        num_videos: B, videos in the (global) batch; > 1.
+        hard_negative_rate: r in (0, 1).
+
+    Returns:
+        (same_video_weight, other_video_weight) as Python floats.
+    """
+    if num_videos < 2:
+        raise ValueError("negative weighting needs at least 2 videos per "
+                         f"batch, got {num_videos}")
+    if not 0.0 < hard_negative_rate < 1.0:
+        raise ValueError("hard_negative_rate must be in (0, 1), got "
+                         f"{hard_negative_rate}")
+    easy = 1.0 - hard_negative_rate
+    alpha = easy / ((num_videos - 1) * (1.0 - easy))
+    scale = num_videos * (1.0 - easy)
+    return scale, alpha * scale
+
+
+def negative_weight_matrix(num_videos, n_pair, hard_negative_rate=0.5):
+    """The full [B*P, B*P] weight matrix of the spec (for reference/tests).
+
+    Args:
+        num_videos: B.
+        n_pair: P clips per video (rows/columns of one video are contiguous).
+        hard_negative_rate: r.
+
+    Returns:
+        float32 tensor [B*P, B*P].
+    """
+    same, other = negative_weight_values(num_videos, hard_negative_rate)
+    video = tf.range(num_videos * n_pair) // n_pair
+    same_video = tf.equal(video[:, None], video[None, :])
+    return tf.where(same_video, same, other)
+
+
+def max_margin_ranking_loss(similarity, margin=0.1, weights=None):
+    """Bidirectional max-margin ranking loss over a batch similarity matrix.
+
+    ``mean_ij( relu(m + S_ij - S_ii) + relu(m + S_ij - S_jj) ) * W_ij``
+    with rows = text, columns = video and true pairs on the diagonal (the
+    diagonal terms, each equal to m, are part of the mean as in the original).
+
+    Args:
+        similarity: [N, N] text x video scores.
+        margin: m.
+        weights: optional [N, N] elementwise weights (negative weighting).
+
+    Returns:
+        float32 scalar.
+    """
+    s = tf.cast(similarity, tf.float32)
+    d = tf.linalg.diag_part(s)
+    loss = (tf.nn.relu(margin + s - d[:, None])
+            + tf.nn.relu(margin + s - d[None, :]))
+    if weights is not None:
+        loss = loss * tf.cast(weights, tf.float32)
+    return tf.reduce_mean(loss)
+
+
+def cross_replica_max_margin(text, video, n_pair, margin=0.1,
+                             negative_weighting=False,
+                             hard_negative_rate=0.5):
+    """Max-margin ranking loss over the GLOBAL batch, as per-video values.
+
+    Call inside a replica context (``strategy.run``; also works with no
+    strategy). Embeddings of all replicas are gathered (the gradient flows
+    back to every replica through the gather), so the similarity matrix is
+    the one of the whole global batch and the result equals
+    :func:`max_margin_ranking_loss` on one device with the global batch. The
+    local share is returned per video, scaled so that summing over all
+    videos of all replicas and dividing by the global number of videos
+    (``tf.nn.compute_average_loss``) gives that loss.
+
+    Args:
+        text: [n_local, D] text embeddings; rows of one video contiguous
+            (n_local = local videos * n_pair), same row order as ``video``.
+        video: [n_local, D] video (clip) embeddings.
+        n_pair: P, clips per video.
+        margin: m.
+        negative_weighting: apply the same-video / other-video weighting.
+        hard_negative_rate: r of the weighting.
+
+    Returns:
+        float32 [n_local / n_pair] per-video loss values.
+    """
+    text = tf.cast(text, tf.float32)
+    video = tf.cast(video, tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    text_all = ctx.all_gather(text, axis=0)   # [n, D]
+    video_all = ctx.all_gather(video, axis=0)  # [n, D]
+    n_local = tf.shape(text)[0]
+    n = tf.shape(text_all)[0]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n_local
+    rows = offset + tf.range(n_local)  # global index of each local pair
+    s_rows = tf.matmul(text, video_all, transpose_b=True)  # S[i, :]
+    s_cols = tf.matmul(video, text_all, transpose_b=True)  # S[:, i]^T
+    diag = tf.gather(s_rows, rows, axis=1, batch_dims=1)  # S[i, i]
+    row_terms = tf.nn.relu(margin + s_rows - diag[:, None])
+    col_terms = tf.nn.relu(margin + s_cols - diag[:, None])
+    terms = row_terms + col_terms  # [n_local, n]
+    if negative_weighting:
+        num_videos = n // n_pair
+        easy = 1.0 - hard_negative_rate
+        b = tf.cast(num_videos, tf.float32)
+        alpha = easy / ((b - 1.0) * (1.0 - easy))
+        same_w = b * (1.0 - easy)
+        same_video = tf.equal((rows // n_pair)[:, None],
+                              (tf.range(n) // n_pair)[None, :])
+        terms = terms * tf.where(same_video, same_w, alpha * same_w)
+    per_pair = tf.reduce_sum(terms, axis=1)  # [n_local]
+    # [n_local] -> [local videos, n_pair]: sum each video's clips.
+    per_video = tf.reduce_sum(tf.reshape(per_pair, [-1, n_pair]), axis=1)
+    nf = tf.cast(n, tf.float32)
+    global_videos = tf.cast(n // n_pair, tf.float32)
+    return per_video * (global_videos / (nf * nf))

@@ -17,6 +17,7 @@ loss, learning rate and examples/s; the console gets a Keras progress bar.
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -92,6 +93,8 @@ class LoopConfig:
         keep_worker_checkpoints: keep the checkpoints that non-chief
             workers write under train_dir/.workers (to verify that all
             workers hold identical weights).
+        steps_per_epoch: when set, the loop checkpoints at the end of every
+            epoch and calls the trainer's ``on_epoch_end``.
     """
 
     train_dir: str
@@ -102,6 +105,7 @@ class LoopConfig:
     keep_checkpoints: int = 5
     verbose: bool = True
     keep_worker_checkpoints: bool = False
+    steps_per_epoch: Optional[int] = None
 
 
 def _worker_checkpoint_dir(train_dir, strategy):
@@ -145,14 +149,20 @@ class Trainer:
             ``ctx.input_pipeline_id``. ``seed`` changes on every resume so a
             restarted run does not replay the same order.
         regularization_weight: multiplies the model's regularisation losses.
+        on_epoch_end: optional (epoch, step) -> dict of scalars, called on
+            every worker after each epoch's checkpoint (needs
+            ``config.steps_per_epoch``); the chief logs the scalars to
+            TensorBoard under ``eval/``.
     """
 
     def __init__(self, strategy, config: LoopConfig,
                  build_model: Callable[[], keras.Model],
                  build_optimizer: Callable[[int], keras.optimizers.Optimizer],
                  per_example_loss: Callable, dataset_fn: Callable,
-                 regularization_weight: float = 1.0):
+                 regularization_weight: float = 1.0,
+                 on_epoch_end: Optional[Callable[[int, int], dict]] = None):
         self.strategy = strategy
+        self.on_epoch_end = on_epoch_end
         self.regularization_weight = float(regularization_weight)
         self.config = config
         self.per_example_loss = per_example_loss
@@ -281,8 +291,16 @@ class Trainer:
                 window_start, window_steps = time.time(), 0
             else:
                 progbar.update(step, [("loss", loss), ("reg_loss", reg)])
-            if step % cfg.checkpoint_every_steps == 0:
+            epoch_done = bool(cfg.steps_per_epoch
+                              and step % cfg.steps_per_epoch == 0)
+            if step % cfg.checkpoint_every_steps == 0 or epoch_done:
                 self._save(step)
+            if epoch_done and self.on_epoch_end is not None:
+                scalars = self.on_epoch_end(step // cfg.steps_per_epoch, step)
+                with writer.as_default(step=step):
+                    for name, value in (scalars or {}).items():
+                        tf.summary.scalar(f"eval/{name}", value)
+                writer.flush()
         self._save(step, final=True)
         writer.close()
         return step
@@ -333,3 +351,8 @@ def restore_model_weights(model, train_dir, checkpoint_path=None):
 def cleanup_worker_dirs(train_dir):
     """Removes scratch checkpoint folders of non-chief workers."""
     shutil.rmtree(os.path.join(train_dir, ".workers"), ignore_errors=True)
+
+
+def count_trainable_params(model):
+    """Number of trainable scalars (batch-norm gamma and beta included)."""
+    return int(sum(math.prod(v.shape) for v in model.trainable_weights))

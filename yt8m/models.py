@@ -19,6 +19,7 @@ import keras
 
 from input_pipeline import features as feature_keys
 from vidcore.errors import UserInputError
+from vidcore.training import count_trainable_params  # noqa: F401 (re-export)
 from vidcore.layers.frames import (DequantizeFrames, FrameSampler,
                                    L2Normalize, LengthMask, MaskedMean,
                                    SplitFeatures)
@@ -357,7 +358,3 @@ def build_model(cfg):
                 bn_momentum=cfg.bn_momentum, name="classifier")(x)
     return keras.Model(inputs, outputs, name=cfg.model)
 
-
-def count_trainable_params(model):
-    """Number of trainable scalars (batch-norm gamma and beta included)."""
-    return int(sum(math.prod(v.shape) for v in model.trainable_weights))

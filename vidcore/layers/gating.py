@@ -18,11 +18,20 @@ class ContextGating(keras.layers.Layer):
         add_batch_norm: batch-normalise the gate logits.
         bn_momentum: batch-norm moving-average momentum (slim default 0.999).
         bn_epsilon: batch-norm epsilon (slim default 1e-3).
+        initializer: "tf1" (the TF1 code: N(0, 1/sqrt(H)) for weights and
+            biases) or "torch" (PyTorch nn.Linear's default, U(-b, b) with
+            b = 1/sqrt(H), as in the HowTo100M gated embedding unit).
     """
 
+    INITIALIZERS = ("tf1", "torch")
+
     def __init__(self, add_batch_norm=True, bn_momentum=0.999, bn_epsilon=1e-3,
-                 **kwargs):
+                 initializer="tf1", **kwargs):
         super().__init__(**kwargs)
+        if initializer not in self.INITIALIZERS:
+            raise ValueError(f"initializer must be one of {self.INITIALIZERS}, "
+                             f"got {initializer!r}")
+        self.initializer = initializer
         self.add_batch_norm = bool(add_batch_norm)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
@@ -30,19 +39,23 @@ class ContextGating(keras.layers.Layer):
                                      name="gating_bn")
                           if self.add_batch_norm else None)
 
+    def _init(self, dim):
+        if self.initializer == "torch":
+            bound = 1.0 / math.sqrt(dim)
+            return keras.initializers.RandomUniform(-bound, bound)
+        return keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(dim))
+
     def build(self, input_shape):
         dim = int(input_shape[-1])
         self.gating_weights = self.add_weight(
             name="gating_weights", shape=(dim, dim),
-            initializer=keras.initializers.RandomNormal(
-                stddev=1.0 / math.sqrt(dim)))
+            initializer=self._init(dim))
         if self.add_batch_norm:
             self.gating_bn.build(input_shape)
         else:
             self.gating_biases = self.add_weight(
                 name="gating_biases", shape=(dim,),
-                initializer=keras.initializers.RandomNormal(
-                    stddev=1.0 / math.sqrt(dim)))
+                initializer=self._init(dim))
 
     def call(self, x, training=None):
         gates = tf.matmul(x, self.gating_weights)
@@ -57,4 +70,5 @@ class ContextGating(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "add_batch_norm": self.add_batch_norm,
-                "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon}
+                "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon,
+                "initializer": self.initializer}
