@@ -6,8 +6,11 @@ that our in-graph checks raise while reading data (their message names the
 shard and record). Anything else is a bug and keeps its traceback.
 """
 
+import os
 import re
+import subprocess
 import sys
+import time
 
 from absl import app, logging
 
@@ -68,3 +71,35 @@ def guarded(main):
 def run(main):
     """absl ``app.run`` of a guarded ``main``."""
     app.run(guarded(main))
+
+
+def run_step(args, log, tail=12):
+    """Runs one CLI as ``python -m ...`` (a demo step).
+
+    Prints the command and the last ``tail`` lines of its output, appends
+    everything to ``log``, and stops with the command's error if it fails.
+
+    Args:
+        args: argument list after ``python``, e.g. ["-m", "yt8m.train", ...].
+        log: log file path.
+        tail: output lines shown.
+
+    Returns:
+        The command's stdout.
+    """
+    shown = " ".join(args)
+    print(f"\n$ python {shown}", flush=True)
+    start = time.time()
+    proc = subprocess.run([sys.executable] + list(args), capture_output=True,
+                          text=True, env={**os.environ,
+                                          "TF_CPP_MIN_LOG_LEVEL": "2"})
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ python {shown}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"demo step failed (exit {proc.returncode}): "
+                         f"python {shown}; full log in {log}")
+    for line in proc.stdout.strip().splitlines()[-tail:]:
+        print("   " + line)
+    print(f"   ({time.time() - start:.0f} s)", flush=True)
+    return proc.stdout

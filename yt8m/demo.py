@@ -16,12 +16,11 @@ show that the pipeline learns, not how the models do on YouTube-8M.
 
 import json
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 from absl import app, flags
+
+from vidcore import cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,24 +54,7 @@ MODELS = {
 
 
 def _run(args, log):
-    """Runs one CLI as ``python -m ...``; prints the command and its last
-    output lines; stops the demo with the command's error if it fails."""
-    shown = " ".join(args)
-    print(f"\n$ python {shown}", flush=True)
-    start = time.time()
-    proc = subprocess.run([sys.executable] + args, capture_output=True,
-                          text=True, env={**os.environ,
-                                          "TF_CPP_MIN_LOG_LEVEL": "2"})
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ python {shown}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"demo step failed (exit {proc.returncode}): "
-                         f"python {shown}; full log in {log}")
-    for line in proc.stdout.strip().splitlines()[-12:]:
-        print("   " + line)
-    print(f"   ({time.time() - start:.0f} s)", flush=True)
-    return proc.stdout
+    return cli.run_step(args, log)
 
 
 def _chance_gap(labels_file, num_classes, top_k=20, seed=0):

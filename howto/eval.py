@@ -1,0 +1,115 @@
+"""Text-to-video retrieval: ``python -m howto.eval``.
+
+Evaluates a trained model (``--checkpoint_dir``, whose model_config.json
+gives the architecture and word vectors) or the authors' released PyTorch
+model (``--pretrain_path=howto100m_pt_model.pth --embd_dim=6144``, as in
+their eval command) on MSR-VTT 1k-A, YouCook2 validation and LSMDC test:
+
+    python -m howto.eval --eval_msrvtt=1 --msrvtt_test_path=msrvtt/test-* \\
+        --eval_youcook=1 --youcook_val_path=youcook/val-* \\
+        --checkpoint_dir=ckpt --output_json=retrieval.json
+
+Prints R@1, R@5, R@10 (percent of queries) and median rank (1-based) per
+set as a table; ties count against the model (``--ties``).
+"""
+
+import json
+import os
+
+from absl import flags, logging
+
+from howto import evaluation
+from howto import flags as hflags
+from howto import weights
+from howto.models import build_model
+from input_pipeline import howto as reader
+from input_pipeline import records
+from vidcore import cli, distribute, metrics, text
+from vidcore.errors import UserInputError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_json", "",
+                    "Write the metrics here as JSON (default: "
+                    "<checkpoint_dir>/retrieval.json when evaluating a "
+                    "checkpoint directory).")
+
+
+def model_and_vectors():
+    """(ModelConfig, weights path, word2vec path) from the flags and the
+    checkpoint directory's record."""
+    cfg = hflags.model_config_from_flags()
+    word2vec = FLAGS.word2vec_path
+    if FLAGS.pretrain_path:
+        return cfg, FLAGS.pretrain_path, word2vec
+    record = hflags.read_model_record(FLAGS.checkpoint_dir)
+    if record is None:
+        raise UserInputError(
+            f"--checkpoint_dir={FLAGS.checkpoint_dir} has no "
+            f"{hflags.MODEL_CONFIG_FILE}; train there first, or pass "
+            f"--pretrain_path")
+    recorded_cfg, recorded_vectors = record
+    for name, value in cfg.to_dict().items():
+        if (FLAGS[name].present
+                and getattr(recorded_cfg, name) != value):
+            logging.warning("--%s=%s ignored: the model in %s was trained "
+                            "with %s", name, value, FLAGS.checkpoint_dir,
+                            getattr(recorded_cfg, name))
+    return recorded_cfg, FLAGS.checkpoint_dir, word2vec or recorded_vectors
+
+
+def main(argv):
+    del argv
+    hflags.check_release_file_flags()
+    sets = hflags.eval_sets_from_flags()
+    if not sets:
+        raise UserInputError("nothing to evaluate: pass --eval_msrvtt=1, "
+                             "--eval_youcook=1 and/or --eval_lsmdc=1 with "
+                             "their shard globs")
+    cfg, weights_path, word2vec = model_and_vectors()
+    if not word2vec:
+        raise UserInputError("--word2vec_path is required")
+    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    word_vectors = text.WordVectors.load(word2vec)
+    if word_vectors.dim != cfg.we_dim:
+        raise UserInputError(f"the model takes {cfg.we_dim}-d word vectors but "
+                             f"{word2vec} holds {word_vectors.dim}-d ones")
+    encoder = text.TextEncoder(word_vectors)
+    set_files, clip_cfg = {}, None
+    for name, pattern in sets.items():
+        files = records.list_files(pattern, name)
+        streams, dims = reader.detect_streams(files, "clips")
+        if sum(dims) != cfg.feature_dim:
+            raise UserInputError(
+                f"{name}: the shards hold streams {streams} of sizes {dims} "
+                f"but the model takes {cfg.feature_dim}-d clip features")
+        set_files[name] = files
+        clip_cfg = reader.ClipConfig(streams=streams, dims=dims,
+                                     max_words=cfg.max_words)
+    with strategy.scope():
+        model = build_model(cfg)
+    loaded = weights.load_pretrained(model, weights_path)
+    logging.info("weights from %s", loaded)
+    results = evaluation.evaluate_sets(
+        strategy, model, set_files, clip_cfg, encoder, FLAGS.batch_size_val,
+        ties=FLAGS.ties, video_to_text=FLAGS.video_to_text)
+    print(metrics.format_retrieval_table(results))
+    output = FLAGS.output_json or (
+        os.path.join(FLAGS.checkpoint_dir, "retrieval.json")
+        if not FLAGS.pretrain_path else "")
+    if output:
+        tmp = output + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"weights": str(loaded), "ties": FLAGS.ties,
+                       "recall_unit": "percent", "results": results}, f,
+                      indent=2, sort_keys=True)
+        os.replace(tmp, output)
+        print(f"wrote {output}")
+    return results
+
+
+def run():
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,72 @@
+"""Text-to-video retrieval evaluation of a joint embedding model.
+
+Used by ``howto.eval`` and by ``howto.train`` at the end of every epoch:
+embed every clip of a test set (in file order, once each, on every replica
+via vidcore.prediction), score every caption against every clip, and report
+R@1/5/10 (percent) and median rank with vidcore.metrics.
+"""
+
+import numpy as np
+
+from input_pipeline import howto as reader
+from input_pipeline import records
+from vidcore import metrics, prediction
+
+
+def embed_clip_set(strategy, model, files, clip_cfg, encoder, batch_size):
+    """Embeds the first caption and the clip of every record.
+
+    Args:
+        strategy: tf.distribute.Strategy.
+        model: joint model from howto.models.build_model.
+        files: clip shard paths.
+        clip_cfg: input_pipeline.howto.ClipConfig.
+        encoder: vidcore.text.TextEncoder.
+        batch_size: clips per global batch (rounded up to a multiple of the
+            replica count).
+
+    Returns:
+        (text [Q, D], video [Q, D], clip_ids list of str), numpy float32.
+    """
+    replicas = strategy.num_replicas_in_sync
+    batch_size = -(-batch_size // replicas) * replicas
+    dataset = reader.evaluation_dataset(files, clip_cfg, encoder, batch_size)
+
+    def replica_fn(inputs, meta):
+        out = model(inputs, training=False)
+        return {"text": out["text"], "video": out["video"],
+                "clip_id": meta["clip_id"], "mask": meta["mask"]}
+
+    texts, videos, ids = [], [], []
+    for out in prediction.run_batches(strategy, dataset, replica_fn):
+        keep = out["mask"].astype(bool)
+        texts.append(out["text"][keep])
+        videos.append(out["video"][keep])
+        ids.extend(records.decode_ids(out["clip_id"][keep]))
+    return (np.concatenate(texts), np.concatenate(videos), ids)
+
+
+def evaluate_sets(strategy, model, sets, clip_cfg, encoder, batch_size,
+                  ties="pessimistic", video_to_text=False):
+    """Retrieval metrics on each test set.
+
+    Args:
+        sets: {name: list of clip shard paths}.
+        ties: tie rule of vidcore.metrics.retrieval_ranks.
+        video_to_text: also score clips as queries against captions.
+        (others as in embed_clip_set)
+
+    Returns:
+        {row name: metrics dict} with rows "<name> text->video" (and
+        "<name> video->text").
+    """
+    results = {}
+    for name, files in sets.items():
+        text, video, _ = embed_clip_set(strategy, model, files, clip_cfg,
+                                        encoder, batch_size)
+        results[f"{name} text->video"] = metrics.retrieval_metrics(
+            metrics.retrieval_ranks(text, video, ties=ties))
+        if video_to_text:
+            results[f"{name} video->text"] = metrics.retrieval_metrics(
+                metrics.retrieval_ranks(video, text, ties=ties))
+    return results
