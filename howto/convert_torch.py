@@ -34,9 +34,7 @@ Needs PyTorch (CPU is enough): ``pip install 'vidmodels[torch]'``.
 import collections.abc
 import json
 import os
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
@@ -334,18 +332,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    flags.FLAGS.append_flag_values(FLAGS)
-    for name in FLAGS:  # list them in --help
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    guarded = cli.guarded(main)
-
-    def main_with_module_flags(argv):
-        # The Flag objects are shared with the global FLAGS, which app.run
-        # has parsed; mark this module's view as parsed too.
-        FLAGS.mark_as_parsed()
-        guarded(argv)
-
-    app.run(main_with_module_flags)
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -21,24 +21,21 @@ learns, not how the model does on real videos.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from vidcore import cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
 WORD_VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                             "data", "demo_word_vectors.bin")
 
 
-def define_flags():
-    """Flags of this CLI (defined only when it runs, so that importing the
-    module does not clash with other tools' flags)."""
-    flags.DEFINE_string("workdir", "demo_out/howto",
-                        "Where data, models and results go.")
-    flags.DEFINE_integer("epochs", 6, "Training epochs.")
-    flags.DEFINE_bool("quick", False, "Tiny run for tests.")
+flags.DEFINE_string("workdir", "demo_out/howto",
+                    "Where data, models and results go.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 6, "Training epochs.", flag_values=FLAGS)
+flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
 
 def main(argv):
@@ -90,8 +87,7 @@ def main(argv):
 
 
 def run():
-    define_flags()
-    app.run(main)
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,11 @@ from input_pipeline import records
 from vidcore import cli, distribute, metrics, text
 from vidcore.errors import UserInputError
 
-FLAGS = flags.FLAGS
+FLAGS = hflags.FLAGS
 flags.DEFINE_string("output_json", "",
                     "Write the metrics here as JSON (default: "
                     "<checkpoint_dir>/retrieval.json when evaluating a "
-                    "checkpoint directory).")
+                    "checkpoint directory).", flag_values=FLAGS)
 
 
 def model_and_vectors():
@@ -108,7 +108,7 @@ def main(argv):
 
 
 def run():
-    cli.run(main)
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

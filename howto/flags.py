@@ -17,42 +17,46 @@ from howto.models import ModelConfig
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 
-FLAGS = flags.FLAGS
+# The family's own FlagValues (not absl's global FLAGS): the YouTube-8M CLIs
+# define flags of the same names (batch_size, strategy, ...), and tests import
+# both families into one process. vidcore.cli.run attaches them to the global
+# FLAGS in the process that runs the CLI.
+FLAGS = flags.FlagValues()
 MODEL_CONFIG_FILE = "model_config.json"
 
 # --- data --------------------------------------------------------------------
 flags.DEFINE_string("train_data", "",
                     "HowTo100M video shards (glob), from "
-                    "tfrecord_tools.howto_writer.")
+                    "tfrecord_tools.howto_writer.", flag_values=FLAGS)
 flags.DEFINE_string("msrvtt_train_path", "",
                     "MSR-VTT training clip shards (glob), used with "
                     "--msrvtt=1 (tfrecord_tools.howto_eval_sets "
-                    "--dataset=msrvtt_train).")
+                    "--dataset=msrvtt_train).", flag_values=FLAGS)
 flags.DEFINE_string("youcook_train_path", "",
                     "YouCook2 training clip shards (glob), used with "
-                    "--youcook=1.")
+                    "--youcook=1.", flag_values=FLAGS)
 flags.DEFINE_string("lsmdc_train_path", "",
-                    "LSMDC training clip shards (glob), used with --lsmdc=1.")
+                    "LSMDC training clip shards (glob), used with --lsmdc=1.", flag_values=FLAGS)
 flags.DEFINE_string("msrvtt_test_path", "",
                     "MSR-VTT 1k-A test clip shards (glob), for "
-                    "--eval_msrvtt=1.")
+                    "--eval_msrvtt=1.", flag_values=FLAGS)
 flags.DEFINE_string("youcook_val_path", "",
                     "YouCook2 validation clip shards (glob), for "
-                    "--eval_youcook=1.")
+                    "--eval_youcook=1.", flag_values=FLAGS)
 flags.DEFINE_string("lsmdc_test_path", "",
                     "LSMDC public test clip shards (glob), for "
-                    "--eval_lsmdc=1.")
+                    "--eval_lsmdc=1.", flag_values=FLAGS)
 flags.DEFINE_string("word2vec_path", "",
                     "Word vectors: word2vec C binary (GoogleNews), GloVe / "
                     "word2vec text, or a directory saved by "
                     "vidcore.text.WordVectors.save. Default for eval: the "
-                    "one recorded at training time.")
-flags.DEFINE_integer("msrvtt", 0, "Train on MSR-VTT (--msrvtt_train_path).")
-flags.DEFINE_integer("youcook", 0, "Train on YouCook2 (--youcook_train_path).")
-flags.DEFINE_integer("lsmdc", 0, "Train on LSMDC (--lsmdc_train_path).")
-flags.DEFINE_integer("eval_msrvtt", 0, "Evaluate on MSR-VTT 1k-A.")
-flags.DEFINE_integer("eval_youcook", 0, "Evaluate on YouCook2 validation.")
-flags.DEFINE_integer("eval_lsmdc", 0, "Evaluate on LSMDC public test.")
+                    "one recorded at training time.", flag_values=FLAGS)
+flags.DEFINE_integer("msrvtt", 0, "Train on MSR-VTT (--msrvtt_train_path).", flag_values=FLAGS)
+flags.DEFINE_integer("youcook", 0, "Train on YouCook2 (--youcook_train_path).", flag_values=FLAGS)
+flags.DEFINE_integer("lsmdc", 0, "Train on LSMDC (--lsmdc_train_path).", flag_values=FLAGS)
+flags.DEFINE_integer("eval_msrvtt", 0, "Evaluate on MSR-VTT 1k-A.", flag_values=FLAGS)
+flags.DEFINE_integer("eval_youcook", 0, "Evaluate on YouCook2 validation.", flag_values=FLAGS)
+flags.DEFINE_integer("eval_lsmdc", 0, "Evaluate on LSMDC public test.", flag_values=FLAGS)
 
 # The original's release-file flags: rejected with a pointer to the
 # converter (see module docstring).
@@ -75,68 +79,68 @@ _RELEASE_FILE_FLAGS = {
 }
 for _name in _RELEASE_FILE_FLAGS:
     flags.DEFINE_string(_name, "", "Release-file path of the original code: "
-                        "convert to TFRecords first (the error says how).")
-flags.DEFINE_alias("features_path_2D", "features_path")
+                        "convert to TFRecords first (the error says how).", flag_values=FLAGS)
+flags.DEFINE_alias("features_path_2D", "features_path", flag_values=FLAGS)
 
 # --- model --------------------------------------------------------------------
-flags.DEFINE_integer("embd_dim", 2048, "Joint embedding size D.")
+flags.DEFINE_integer("embd_dim", 2048, "Joint embedding size D.", flag_values=FLAGS)
 flags.DEFINE_integer("feature_dim", 4096,
-                     "Clip feature size (2D + 3D); checked against the data.")
-flags.DEFINE_integer("we_dim", 300, "Word-vector size.")
-flags.DEFINE_integer("max_words", 20, "Words per sentence.")
+                     "Clip feature size (2D + 3D); checked against the data.", flag_values=FLAGS)
+flags.DEFINE_integer("we_dim", 300, "Word-vector size.", flag_values=FLAGS)
+flags.DEFINE_integer("max_words", 20, "Words per sentence.", flag_values=FLAGS)
 flags.DEFINE_integer("sentence_dim", -1,
-                     "Text max-pool size (<= 0: embd_dim).")
+                     "Text max-pool size (<= 0: embd_dim).", flag_values=FLAGS)
 flags.DEFINE_string("pretrain_path", "",
                     "Start from these weights: the authors' PyTorch .pth "
                     "(converted on the fly; needs the torch extra), or one of "
-                    "our checkpoint directories / prefixes.")
+                    "our checkpoint directories / prefixes.", flag_values=FLAGS)
 flags.DEFINE_string("checkpoint_dir", "ckpt",
                     "Checkpoints, TensorBoard events, model_config.json "
-                    "(training resumes from it).")
+                    "(training resumes from it).", flag_values=FLAGS)
 
 # --- training / evaluation -----------------------------------------------------
-flags.DEFINE_integer("batch_size", 256, "Videos (or clips) per step, global.")
-flags.DEFINE_integer("batch_size_val", 3500, "Clips per evaluation batch.")
-flags.DEFINE_integer("n_pair", 1, "Clips drawn per video per step.")
-flags.DEFINE_float("min_time", 5.0, "Minimum clip duration (s).")
-flags.DEFINE_integer("min_words", 0, "Minimum clip tokens.")
-flags.DEFINE_integer("epochs", 20, "Epochs (an epoch draws each video once).")
-flags.DEFINE_float("lr", 0.0001, "Adam learning rate.")
-flags.DEFINE_float("lr_decay", 0.9, "Learning-rate factor per epoch.")
-flags.DEFINE_float("margin", 0.1, "Max-margin ranking margin.")
+flags.DEFINE_integer("batch_size", 256, "Videos (or clips) per step, global.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size_val", 3500, "Clips per evaluation batch.", flag_values=FLAGS)
+flags.DEFINE_integer("n_pair", 1, "Clips drawn per video per step.", flag_values=FLAGS)
+flags.DEFINE_float("min_time", 5.0, "Minimum clip duration (s).", flag_values=FLAGS)
+flags.DEFINE_integer("min_words", 0, "Minimum clip tokens.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 20, "Epochs (an epoch draws each video once).", flag_values=FLAGS)
+flags.DEFINE_float("lr", 0.0001, "Adam learning rate.", flag_values=FLAGS)
+flags.DEFINE_float("lr_decay", 0.9, "Learning-rate factor per epoch.", flag_values=FLAGS)
+flags.DEFINE_float("margin", 0.1, "Max-margin ranking margin.", flag_values=FLAGS)
 flags.DEFINE_float("hard_negative_rate", 0.5,
-                   "Share of negative weight on same-video clips.")
+                   "Share of negative weight on same-video clips.", flag_values=FLAGS)
 flags.DEFINE_integer("negative_weighting", 1,
                      "Weight same-video vs other-video negatives (applies "
-                     "when n_pair > 1, as in the original).")
-flags.DEFINE_integer("seed", 1, "Random seed (weights, sampling).")
-flags.DEFINE_integer("n_display", 10, "Steps between logged losses.")
+                     "when n_pair > 1, as in the original).", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 1, "Random seed (weights, sampling).", flag_values=FLAGS)
+flags.DEFINE_integer("n_display", 10, "Steps between logged losses.", flag_values=FLAGS)
 flags.DEFINE_integer("num_thread_reader", 0,
                      "tf.data private thread pool size (0: shared pool, "
-                     "AUTOTUNE parallelism).")
-flags.DEFINE_integer("verbose", 1, "Show progress bars.")
-flags.DEFINE_integer("gpu_mode", 1, "0: run on the CPU even with GPUs.")
+                     "AUTOTUNE parallelism).", flag_values=FLAGS)
+flags.DEFINE_integer("verbose", 1, "Show progress bars.", flag_values=FLAGS)
+flags.DEFINE_integer("gpu_mode", 1, "0: run on the CPU even with GPUs.", flag_values=FLAGS)
 flags.DEFINE_integer("steps_per_epoch", 0,
                      "Steps per epoch (0: training records // global batch, "
-                     "from the converter's manifest or by counting).")
+                     "from the converter's manifest or by counting).", flag_values=FLAGS)
 flags.DEFINE_integer("max_steps", None,
                      "Stop after this step (default: epochs * "
-                     "steps_per_epoch).")
-flags.DEFINE_integer("shuffle_buffer", 1024, "Records in the shuffle buffer.")
+                     "steps_per_epoch).", flag_values=FLAGS)
+flags.DEFINE_integer("shuffle_buffer", 1024, "Records in the shuffle buffer.", flag_values=FLAGS)
 flags.DEFINE_integer("checkpoint_every_steps", 1000,
-                     "Steps between checkpoints (also one per epoch).")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.")
+                     "Steps between checkpoints (also one per epoch).", flag_values=FLAGS)
+flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.", flag_values=FLAGS)
 flags.DEFINE_enum("ties", "pessimistic", ["pessimistic", "optimistic",
                                           "index"],
-                  "Rank of the true clip among equal scores.")
+                  "Rank of the true clip among equal scores.", flag_values=FLAGS)
 flags.DEFINE_bool("video_to_text", False,
-                  "Also report video->text retrieval.")
+                  "Also report video->text retrieval.", flag_values=FLAGS)
 flags.DEFINE_enum("strategy", "auto", list(STRATEGIES),
                   "tf.distribute strategy: auto (mirrored with >1 GPU), "
-                  "default, mirrored, multi_worker (TF_CONFIG), tpu.")
-flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+                  "default, mirrored, multi_worker (TF_CONFIG), tpu.", flag_values=FLAGS)
+flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.", flag_values=FLAGS)
 flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
-                  "Keras dtype policy.")
+                  "Keras dtype policy.", flag_values=FLAGS)
 
 
 def check_release_file_flags():

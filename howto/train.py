@@ -33,10 +33,10 @@ from input_pipeline import records
 from vidcore import cli, distribute, losses, metrics, text, training
 from vidcore.errors import UserInputError
 
-FLAGS = flags.FLAGS
+FLAGS = hflags.FLAGS
 flags.DEFINE_bool("dry_run", False,
                   "Build the model, print its summary and trainable "
-                  "parameter count, and exit without data.")
+                  "parameter count, and exit without data.", flag_values=FLAGS)
 
 
 def dry_run(cfg):
@@ -213,7 +213,7 @@ def main(argv):
 
 
 def run():
-    cli.run(main)
+    cli.run(main, FLAGS)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from vidcore.errors import UserInputError
 
@@ -68,9 +68,44 @@ def guarded(main):
     return wrapped
 
 
-def run(main):
-    """absl ``app.run`` of a guarded ``main``."""
-    app.run(guarded(main))
+def attach_flag_values(flag_values):
+    """Makes a CLI's own ``flags.FlagValues`` part of absl's global FLAGS.
+
+    CLIs whose flag names clash with another family's (``batch_size``,
+    ``strategy``, ...) define them on their own FlagValues so that both can
+    be imported into one process (tests); only the process that runs the
+    CLI attaches them, so ``--help`` and ``--flagfile`` work as usual.
+
+    Args:
+        flag_values: the module's flags.FlagValues.
+    """
+    flags.FLAGS.append_flag_values(flag_values)
+    for name in flag_values:  # list them in --help
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0],
+                                                 flag_values[name])
+
+
+def run(main, flag_values=None):
+    """absl ``app.run`` of a guarded ``main``.
+
+    Args:
+        main: ``main(argv)``.
+        flag_values: the CLI's own FlagValues (see attach_flag_values), or
+            None when it defines its flags on the global FLAGS.
+    """
+    if flag_values is None:
+        app.run(guarded(main))
+        return
+    attach_flag_values(flag_values)
+    guarded_main = guarded(main)
+
+    def main_with_module_flags(argv):
+        # The Flag objects are shared with the global FLAGS, which app.run
+        # has parsed; mark the module's view as parsed too.
+        flag_values.mark_as_parsed()
+        guarded_main(argv)
+
+    app.run(main_with_module_flags)
 
 
 def run_step(args, log, tail=12):
