@@ -1,4 +1,6 @@
-"""YouTube-8M metrics (GAP@k, mAP, Hit@1, PERR), exact and vectorised.
+"""Evaluation metrics, exact and vectorised: YouTube-8M classification
+(GAP@k, mAP, Hit@1, PERR) and text-video retrieval (R@K, median rank, in
+blocks of the similarity matrix; see ``retrieval_ranks``).
 
 The numbers follow the official ``google/youtube-8m`` evaluation
 (``eval_util.py``, ``average_precision_calculator.py``,
@@ -662,3 +664,351 @@ def segment_mean_average_precision(class_ranked_segments, rated, top_n=None):
                                     np.asarray(ratings, np.float64) > 0,
                                     positives)
     return float(aps[positives > 0].mean()) if (positives > 0).any() else 0.0
+
+
+# --------------------------------------------------------------------------
+# Text-video retrieval: ranks of the true candidate, R@K, median rank.
+# --------------------------------------------------------------------------
+# Scores are S = queries @ candidates^T (e.g. L2-normalised text embeddings
+# x video embeddings). The rank of query i's true candidate p_i is
+#
+#   rank_i = 1 + #{j : s_ij > s_ip} + tie term,
+#
+# with tie term (``ties=``)
+#   "pessimistic" (default): #{j != p_i : s_ij == s_ip}, every tie is ranked
+#                 before the true candidate;
+#   "optimistic":  0, every tie is ranked after it;
+#   "index":       #{j < p_i : s_ij == s_ip}, ties ordered by candidate index
+#                 (a stable sort of the row by descending score).
+#
+# The reference evaluation of the HowTo100M authors,
+#   sx = np.sort(-S, 1); d = np.diag(-S)[:, None]
+#   ind = np.where(sx - d == 0)[1]
+#   R@k = mean(ind < k); MR = median(ind) + 1,
+# equals these ranks when a row has no ties with its positive. A row whose
+# positive ties with t other candidates yields t + 1 matches (every position
+# from its optimistic to its pessimistic rank), so ``ind`` gets longer than
+# the number of queries and R@k and MR weight that query t + 1 times.
+#
+# Why pessimistic by default: a degenerate model whose embeddings are all
+# equal scores every pair the same. "optimistic" would give it rank 1 for
+# every query (R@1 = 100 %), "index" ranks that only reflect the data order
+# (query i with positive i gets rank i + 1). Counting ties against the model
+# gives it rank C, the worst possible, so collapsed embeddings cannot look
+# good, and the metric is a lower bound for every tie-breaking order.
+
+RETRIEVAL_TIES = ("pessimistic", "optimistic", "index")
+_RETRIEVAL_COUNT_FNS = {}
+
+
+def retrieval_ranks(queries, candidates, positives=None, block_size=4096,
+                    ties="pessimistic"):
+    """1-based rank of each query's true candidate, computed block by block.
+
+    The Q x C score matrix ``S = queries @ candidates^T`` is never
+    materialised: queries are processed in chunks of at most ``block_size``
+    rows, each against ``block_size`` candidates at a time, inside one
+    ``tf.function`` per chunk (``tf.matmul`` then greater/equal counts per
+    query), so memory is O(block_size^2 + (Q + C) * D) and the work runs on
+    the GPU when TensorFlow has one.
+
+    Exactness: every score s_ij is computed once. Queries are grouped by the
+    candidate block that holds their true candidate, and that block is
+    multiplied first; the positive score s_ip is gathered from *that* matmul
+    output and compared with the other entries of the same output and of the
+    other blocks. So the true candidate is never counted against itself and
+    ties are decided on the very float values that are compared, with no
+    separately computed dot product that could differ in the last bit.
+    Scores are computed in float32 (float16 and bfloat16 inputs are cast
+    exactly, integer inputs converted; float64 inputs are computed in
+    float64). Which kernel the matmul uses can depend on the block shape,
+    so for scores that are not exact in floating point a different
+    ``block_size`` may move a score by one ulp and decide a near-tie
+    differently; for exactly representable scores the ranks do not depend
+    on the block size. A score that overflows to inf still counts as
+    greater than the positive's; NaN scores of other candidates (inf - inf)
+    are never counted. On Ampere and newer GPUs TensorFlow runs float32
+    matmuls in TF32 unless
+    ``tf.config.experimental.enable_tensor_float_32_execution(False)`` was
+    called; do that for float32-exact scores.
+
+    Args:
+      queries: [Q, D] numpy array or tensor (e.g. text embeddings).
+      candidates: [C, D] numpy array or tensor (e.g. video embeddings).
+      positives: optional int array [Q], index in [0, C) of each query's true
+        candidate (several queries may share one, e.g. several captions per
+        video). Default ``arange(Q)``, which requires Q == C.
+      block_size: rows of queries and of candidates per block (>= 1).
+      ties: "pessimistic" (default), "optimistic" or "index"; see above.
+
+    Returns:
+      int64 numpy array [Q] of ranks in [1, C].
+
+    Raises:
+      ValueError: unknown ``ties``, bad ``block_size``, inputs that are not
+        2-D, differ in D, are not real numbers or contain NaN/inf, a positive
+        score that overflows to inf/NaN, or ``positives`` of the wrong shape,
+        type or range.
+    """
+    if ties not in RETRIEVAL_TIES:
+        raise ValueError(f"ties must be one of {RETRIEVAL_TIES}, got {ties!r}")
+    if (isinstance(block_size, (bool, np.bool_))
+            or not isinstance(block_size, (int, np.integer))
+            or block_size < 1):
+        raise ValueError(f"block_size must be a positive int, got "
+                         f"{block_size!r}")
+    block_size = int(block_size)
+    queries = _retrieval_matrix(queries, "queries")
+    candidates = _retrieval_matrix(candidates, "candidates")
+    num_queries = int(queries.shape[0])
+    num_candidates = int(candidates.shape[0])
+    if queries.shape[1] != candidates.shape[1]:
+        raise ValueError(f"queries [Q, D] = {list(queries.shape)} and "
+                         f"candidates [C, D] = {list(candidates.shape)} must "
+                         f"have the same embedding size D")
+    positives = _retrieval_positives(positives, num_queries, num_candidates)
+    if num_queries == 0:
+        return np.zeros([0], np.int64)
+    dtype = (tf.float64 if tf.float64 in (queries.dtype, candidates.dtype)
+             else tf.float32)
+    queries = tf.identity(tf.cast(queries, dtype))
+    candidates = tf.identity(tf.cast(candidates, dtype))
+    _check_finite(queries, "queries")
+    _check_finite(candidates, "candidates")
+
+    count_fn = _retrieval_count_fn(dtype)
+    greater = np.zeros(num_queries, np.int64)
+    equal = np.zeros(num_queries, np.int64)
+    before = np.zeros(num_queries, np.int64)
+    for query_ids, pos_block in _retrieval_chunks(positives, block_size):
+        pos_local = positives[query_ids] - pos_block * block_size
+        out = count_fn(queries, candidates, tf.constant(query_ids),
+                       tf.constant(pos_block, tf.int64),
+                       tf.constant(pos_local), tf.constant(block_size,
+                                                           tf.int64))
+        greater[query_ids] = out[0].numpy()
+        equal[query_ids] = out[1].numpy()
+        before[query_ids] = out[2].numpy()
+        _check_positive_scores(out[3].numpy(), query_ids)
+    ties_count = {"pessimistic": equal, "optimistic": 0, "index": before}[ties]
+    return 1 + greater + ties_count
+
+
+def _retrieval_matrix(x, name):
+    """A 2-D real tensor (numpy arrays are converted), else ValueError."""
+    if not tf.is_tensor(x):
+        x = np.asarray(x)
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number)
+                                     or x.dtype == bool):
+            raise ValueError(f"{name} must be a real-valued [N, D] array, got "
+                             f"dtype {x.dtype}")
+        if x.dtype == bool:
+            x = x.astype(np.float32)
+    dtype = tf.as_dtype(x.dtype)
+    if dtype.is_complex or not (dtype.is_floating or dtype.is_integer
+                                or dtype == tf.bool):
+        raise ValueError(f"{name} must be real-valued, got dtype {dtype.name}")
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank != 2:
+        raise ValueError(f"{name} must be a 2-D [N, D] matrix, got shape "
+                         f"{list(x.shape)}")
+    return x
+
+
+def _check_finite(x, name):
+    """ValueError naming the first row of ``x`` with NaN or inf."""
+    finite = tf.reduce_all(tf.math.is_finite(x), axis=1)
+    if not bool(tf.reduce_all(finite)):
+        row = int(tf.argmin(tf.cast(finite, tf.int32)))
+        raise ValueError(f"{name} contain NaN or inf (first in row {row}); "
+                         f"ranks of non-finite scores are undefined")
+
+
+def _check_positive_scores(pos_scores, query_ids):
+    """ValueError when a positive score overflowed to inf or NaN."""
+    bad = np.flatnonzero(~np.isfinite(pos_scores))
+    if bad.size:
+        raise ValueError(f"the score of query {query_ids[bad[0]]} with its "
+                         f"positive is {pos_scores[bad[0]]} (overflow of the "
+                         f"dot product); rescale the embeddings")
+
+
+def _retrieval_positives(positives, num_queries, num_candidates):
+    """Validated int64 [Q] numpy positives (default arange(Q) if Q == C)."""
+    if positives is None:
+        if num_queries != num_candidates:
+            raise ValueError(f"positives are required when the number of "
+                             f"queries ({num_queries}) differs from the "
+                             f"number of candidates ({num_candidates})")
+        return np.arange(num_queries, dtype=np.int64)
+    positives = np.asarray(positives)
+    if positives.shape != (num_queries,):
+        raise ValueError(f"positives must have shape [Q] = [{num_queries}], "
+                         f"got {list(positives.shape)}")
+    if positives.size and not np.issubdtype(positives.dtype, np.integer):
+        raise ValueError(f"positives must be integer candidate indices, got "
+                         f"dtype {positives.dtype}")
+    positives = positives.astype(np.int64)
+    bad = np.nonzero((positives < 0) | (positives >= num_candidates))[0]
+    if bad.size:
+        raise ValueError(f"positives must lie in [0, C) = [0, "
+                         f"{num_candidates}); query {bad[0]} has "
+                         f"{positives[bad[0]]} ({bad.size} out of range)")
+    return positives
+
+
+def _retrieval_chunks(positives, block_size):
+    """Yields (query indices int64 [n <= block_size], candidate block).
+
+    Queries are grouped by the candidate block of their positive (stable, so
+    with default positives chunk k is queries [k*bs, (k+1)*bs)), each group
+    split into chunks of at most ``block_size`` queries.
+    """
+    order = np.argsort(positives // block_size, kind="stable")
+    blocks = positives[order] // block_size
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends):
+        for lo in range(start, end, block_size):
+            yield order[lo:min(lo + block_size, end)], int(blocks[start])
+
+
+def _retrieval_count_fn(dtype):
+    """The per-chunk counting tf.function for ``dtype`` (traced once)."""
+    if dtype not in _RETRIEVAL_COUNT_FNS:
+        _RETRIEVAL_COUNT_FNS[dtype] = tf.function(
+            _retrieval_chunk_counts,
+            input_signature=[
+                tf.TensorSpec([None, None], dtype),     # queries [Q, D]
+                tf.TensorSpec([None, None], dtype),     # candidates [C, D]
+                tf.TensorSpec([None], tf.int64),        # query ids [n]
+                tf.TensorSpec([], tf.int64),            # positive block
+                tf.TensorSpec([None], tf.int64),        # positive in block [n]
+                tf.TensorSpec([], tf.int64),            # block size
+            ])
+    return _RETRIEVAL_COUNT_FNS[dtype]
+
+
+def _retrieval_chunk_counts(queries, candidates, query_ids, pos_block,
+                            pos_local, block_size):
+    """Greater / equal / equal-before-positive counts of one query chunk.
+
+    All queries of the chunk have their positive in candidate block
+    ``pos_block`` (at column ``pos_local`` of that block). That block is
+    multiplied first and the positive scores are gathered from its output;
+    then every other block is multiplied once (a sequential while loop, so
+    one block of scores is alive at a time).
+
+    Returns:
+      int64 [n] counts of s_ij > s_ip, of s_ij == s_ip with j != p_i, of
+      s_ij == s_ip with j < p_i; and the positive scores [n].
+    """
+    q = tf.gather(queries, query_ids)
+    num_blocks = (tf.shape(candidates, out_type=tf.int64)[0]
+                  + block_size - 1) // block_size
+
+    def block_scores(block):
+        start = block * block_size
+        return tf.matmul(q, candidates[start:start + block_size],
+                         transpose_b=True)
+
+    def count(mask):
+        return tf.cast(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1),
+                       tf.int64)
+
+    scores = block_scores(pos_block)
+    pos_scores = tf.gather(scores, pos_local, batch_dims=1)[:, tf.newaxis]
+    is_equal = tf.equal(scores, pos_scores)
+    columns = tf.range(tf.shape(scores, out_type=tf.int64)[1])
+    greater = count(scores > pos_scores)
+    equal = count(is_equal) - 1                       # minus the positive
+    before = count(is_equal & (columns < pos_local[:, tf.newaxis]))
+
+    def body(block, greater, equal, before):
+        def other_block():
+            block_s = block_scores(block)
+            block_equal = count(tf.equal(block_s, pos_scores))
+            block_before = tf.where(block < pos_block, block_equal,
+                                    tf.zeros_like(block_equal))
+            return (greater + count(block_s > pos_scores),
+                    equal + block_equal, before + block_before)
+
+        counts = tf.cond(tf.equal(block, pos_block),
+                         lambda: (greater, equal, before), other_block)
+        return (block + 1,) + tuple(counts)
+
+    _, greater, equal, before = tf.while_loop(
+        lambda block, *_: block < num_blocks, body,
+        (tf.constant(0, tf.int64), greater, equal, before),
+        parallel_iterations=1)
+    return greater, equal, before, pos_scores[:, 0]
+
+
+def retrieval_metrics(ranks, ks=(1, 5, 10)):
+    """Recall@K and median/mean rank from 1-based ranks.
+
+    Units: ``R@k`` is a PERCENTAGE in [0, 100] (the unit the HowTo100M,
+    MIL-NCE and AVLnet papers report), i.e. 100 * fraction of queries with
+    rank <= k. ``MedR`` is the median 1-based rank with ``np.median``
+    semantics (so x.5 for an even number of queries), ``MeanR`` the mean
+    1-based rank; both are in ranks (1 = best).
+
+    Args:
+      ranks: int array-like [Q] of 1-based ranks (e.g. from
+        :func:`retrieval_ranks`), Q >= 1.
+      ks: cut-offs K for R@K.
+
+    Returns:
+      dict with "R@k" for each k in ``ks`` (float percent), "MedR" (float),
+      "MeanR" (float) and "num_queries" (int), in that order.
+    """
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or ranks.size == 0:
+        raise ValueError(f"ranks must be a non-empty 1-D array, got shape "
+                         f"{list(ranks.shape)}")
+    if not np.issubdtype(ranks.dtype, np.integer):
+        raise ValueError(f"ranks must be integers, got dtype {ranks.dtype}")
+    if ranks.min() < 1:
+        raise ValueError(f"ranks are 1-based, got a rank {ranks.min()}")
+    out = {}
+    for k in ks:
+        out[f"R@{k}"] = 100.0 * float(np.mean(ranks <= k))
+    out["MedR"] = float(np.median(ranks))
+    out["MeanR"] = float(np.mean(ranks))
+    out["num_queries"] = int(ranks.size)
+    return out
+
+
+def format_retrieval_table(results, columns=("R@1", "R@5", "R@10", "MedR")):
+    """Fixed-width text table of retrieval metrics.
+
+    Args:
+      results: dict name -> metrics dict (from :func:`retrieval_metrics`),
+        e.g. {"MSR-VTT text->video": {...}}; rows keep the dict order.
+      columns: metric keys to show. R@K and MeanR print with one decimal
+        (R@K in percent), MedR as an integer or with one decimal (x.5).
+
+    Returns:
+      str: a header line and one line per result, no trailing newline.
+    """
+    name_width = max([len("task")] + [len(str(name)) for name in results])
+    widths = [max(len(column), 6) for column in columns]
+    lines = ["  ".join([f"{'task':<{name_width}}"]
+                       + [f"{c:>{w}}" for c, w in zip(columns, widths)])]
+    for name, metrics in results.items():
+        missing = [c for c in columns if c not in metrics]
+        if missing:
+            raise ValueError(f"results[{name!r}] lacks {missing}; it has "
+                             f"{sorted(metrics)}")
+        cells = [_format_retrieval_value(c, metrics[c]) for c in columns]
+        lines.append("  ".join([f"{str(name):<{name_width}}"]
+                               + [f"{v:>{w}}" for v, w in zip(cells, widths)]))
+    return "\n".join(lines)
+
+
+def _format_retrieval_value(column, value):
+    """One table cell: MedR/num_queries as int when whole, else 1 decimal."""
+    value = float(value)
+    if column in ("MedR", "num_queries") and value.is_integer():
+        return f"{int(value)}"
+    return f"{value:.1f}"
