@@ -15,9 +15,10 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(
         include=["vidcore", "vidcore.*", "input_pipeline", "input_pipeline.*",
-                 "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*"]),
+                 "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*",
+                 "howto", "howto.*"]),
     include_package_data=True,
-    package_data={"yt8m": ["data/*.csv"]},
+    package_data={"yt8m": ["data/*.csv"], "howto": ["data/*"]},
     # TensorFlow itself comes from an extra: the CPU wheel and the CUDA wheel
     # both provide the `tensorflow` module and must not be installed together.
     install_requires=[
@@ -32,6 +33,14 @@ setup(
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
         "test": ["pytest>=8"],
+        # Conversion at scale (tfrecord_tools.conversion --runner=beam).
+        # Plain apache-beam: shards are written with tf.io, so Beam's
+        # [tfrecord] extra (crcmod only) is not needed, and its [dataframe]
+        # extra pins pandas<2.4. 2.69 is the first release that accepts
+        # protobuf 6 (TensorFlow 2.21 needs protobuf>=6.31.1).
+        "beam": ["apache-beam>=2.69,<3"],
+        # Reading the authors' PyTorch checkpoints (howto.convert_torch).
+        "torch": ["torch>=2.1"],
     },
     entry_points={
         "console_scripts": [
@@ -44,6 +53,12 @@ setup(
             "yt8m-write-tfrecords=tfrecord_tools.yt8m_writer:run",
             "yt8m-write-demo-data=tfrecord_tools.demo_data:run",
             "tfrecord-inspect=tfrecord_tools.inspect:run",
+            "howto-train=howto.train:run",
+            "howto-eval=howto.eval:run",
+            "howto-convert-torch=howto.convert_torch:run",
+            "howto-demo=howto.demo:run",
+            "howto-write-tfrecords=tfrecord_tools.howto_writer:run",
+            "howto-write-eval-sets=tfrecord_tools.howto_eval_sets:run",
         ]
     },
 )

@@ -31,7 +31,7 @@ flags.DEFINE_string("train_data", "",
 flags.DEFINE_string("msrvtt_train_path", "",
                     "MSR-VTT training clip shards (glob), used with "
                     "--msrvtt=1 (tfrecord_tools.howto_eval_sets "
-                    "--dataset=msrvtt_train).", flag_values=FLAGS)
+                    "--dataset=msrvtt --split=train).", flag_values=FLAGS)
 flags.DEFINE_string("youcook_train_path", "",
                     "YouCook2 training clip shards (glob), used with "
                     "--youcook=1.", flag_values=FLAGS)

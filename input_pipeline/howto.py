@@ -84,7 +84,7 @@ def parse_video(serialized, cfg):
 
     Returns:
         dict: "video_id" scalar string, "start"/"end" float32 [C], "text"
-        string [C], and per stream s: "frames/s" float32 [T_s, dim_s],
+        string [C], and per stream s: "frames/s" float16 [T_s, dim_s],
         "rate/s" float32 scalar.
     """
     context = {
@@ -119,9 +119,9 @@ def parse_video(serialized, cfg):
         for s, dim in zip(cfg.streams, cfg.dims):
             raw = tf.io.decode_raw(seq[keys.howto_frames_key(s)], tf.float16,
                                    little_endian=True)
-            # [T, dim] float16 -> float32 (the original does .float()).
-            out[f"frames/{s}"] = tf.cast(tf.reshape(raw, [-1, dim]),
-                                         tf.float32)
+            # [T, dim] float16: kept in half precision until pooled (the
+            # max of float16 values is exact; pool_spans casts the result).
+            out[f"frames/{s}"] = tf.reshape(raw, [-1, dim])
             out[f"rate/{s}"] = ctx[keys.howto_rate_key(s)]
     return out
 
@@ -219,7 +219,7 @@ def pool_spans(frames, rate, span_start, span_end):
     """Max-pools frames ``[int(start*rate), int(end*rate)+1)`` per span.
 
     Args:
-        frames: float32 [T, dim].
+        frames: [T, dim] float16 or float32.
         rate: frames per second (scalar).
         span_start, span_end: float32 [P] seconds.
 
@@ -234,8 +234,8 @@ def pool_spans(frames, rate, span_start, span_end):
                           num_frames)
     index = tf.ragged.range(lo, hi)  # [P, None] frame indices
     gathered = tf.gather(frames, index.flat_values)  # [K, dim]
-    pooled = tf.math.unsorted_segment_max(
-        gathered, index.value_rowids(), num_segments=tf.size(lo))
+    pooled = tf.cast(tf.math.unsorted_segment_max(
+        gathered, index.value_rowids(), num_segments=tf.size(lo)), tf.float32)
     nonempty = (hi > lo)[:, None]
     return tf.where(nonempty, tf.math.l2_normalize(
         tf.where(nonempty, pooled, 0.0), axis=-1), 0.0)

@@ -22,17 +22,14 @@ from vidcore.text import (TextEncoder, WordVectors, python_tokenize,
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-W2V_BIN = os.path.join(HERE, "data", "wordvec", "euclidean_vectors.bin")
+# gensim's euclidean_vectors.bin, shipped as the demo's word vectors.
+W2V_BIN = os.path.join(ROOT, "howto", "data", "demo_word_vectors.bin")
 GLOVE_TXT = os.path.join(HERE, "data", "wordvec", "test_glove.txt")
 DEMO_BIN = os.path.join(ROOT, "howto", "data", "demo_word_vectors.bin")
 
 
 def _captions_path():
-    for p in (os.path.join(ROOT, "howto", "data", "msrvtt_test.csv"),
-              os.path.join(HERE, "data", "msrvtt_test.csv")):
-        if os.path.exists(p):
-            return p
-    raise FileNotFoundError("msrvtt_test.csv")
+    return os.path.join(ROOT, "howto", "data", "msrvtt_test.csv")
 
 
 # ----------------------------------------------------------------------------

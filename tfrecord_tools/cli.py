@@ -16,10 +16,8 @@ process that actually runs the tool, so absl's --help, --helpfull and
 """
 
 import functools
-import sys
 
 from absl import app
-from absl import flags
 import tensorflow as tf
 
 from vidcore import cli as core_cli
@@ -77,10 +75,7 @@ def run(main, flag_values):
         main: the CLI's `main(argv)`.
         flag_values: the module's `flags.FlagValues` with its flags.
     """
-    flags.FLAGS.append_flag_values(flag_values)
-    for name in flag_values:  # list them in --help (help shows sys.argv[0]'s)
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0],
-                                                 flag_values[name])
+    core_cli.attach_flag_values(flag_values)
 
     def main_with_module_flags(argv):
         # The Flag objects are shared with the global FLAGS, which app.run has
