@@ -28,12 +28,17 @@ from vidcore import cli
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
-WORD_VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                            "data", "demo_word_vectors.bin")
+WORD_VECTORS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "data", "demo_word_vectors.bin"
+)
 
 
-flags.DEFINE_string("workdir", "demo_out/howto",
-                    "Where data, models and results go.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "workdir",
+    "demo_out/howto",
+    "Where data, models and results go.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_integer("epochs", 6, "Training epochs.", flag_values=FLAGS)
 flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
@@ -46,44 +51,96 @@ def main(argv):
     ckpt = os.path.join(work, "model")
     log = os.path.join(work, "demo.log")
     os.makedirs(work, exist_ok=True)
-    print("HowTo100M text-video embedding demo: REAL captions (YouCook2, "
-          "MSR-VTT), SYNTHETIC clip features")
-    cli.run_step(["-m", "tfrecord_tools.howto_demo_data",
-                  f"--output_dir={release}", "--dims=64,64"], log)
-    cli.run_step(["-m", "tfrecord_tools.howto_writer",
-                  f"--csv={os.path.join(release, 'videos.csv')}",
-                  f"--caption_path={os.path.join(release, 'captions.json')}",
-                  f"--features_path={os.path.join(release, 'features_2d')}",
-                  f"--features_path_3D={os.path.join(release, 'features_3d')}",
-                  "--feature_dim_2d=64", "--feature_dim_3d=64",
-                  f"--output_dir={shards}", "--num_shards=4",
-                  "--num_workers=2"], log, tail=2)
-    cli.run_step(["-m", "tfrecord_tools.howto_eval_sets", "--dataset=msrvtt",
-                  f"--captions={os.path.join(release, 'msrvtt_test.csv')}",
-                  "--features="
-                  f"{os.path.join(release, 'msrvtt_test_features.npz')}",
-                  "--feature_dim_2d=64", "--feature_dim_3d=64",
-                  f"--output_dir={shards}"], log, tail=2)
+    print(
+        "HowTo100M text-video embedding demo: REAL captions (YouCook2, "
+        "MSR-VTT), SYNTHETIC clip features"
+    )
+    cli.run_step(
+        [
+            "-m",
+            "tfrecord_tools.howto_demo_data",
+            f"--output_dir={release}",
+            "--dims=64,64",
+        ],
+        log,
+    )
+    cli.run_step(
+        [
+            "-m",
+            "tfrecord_tools.howto_writer",
+            f"--csv={os.path.join(release, 'videos.csv')}",
+            f"--caption_path={os.path.join(release, 'captions.json')}",
+            f"--features_path={os.path.join(release, 'features_2d')}",
+            f"--features_path_3D={os.path.join(release, 'features_3d')}",
+            "--feature_dim_2d=64",
+            "--feature_dim_3d=64",
+            f"--output_dir={shards}",
+            "--num_shards=4",
+            "--num_workers=2",
+        ],
+        log,
+        tail=2,
+    )
+    cli.run_step(
+        [
+            "-m",
+            "tfrecord_tools.howto_eval_sets",
+            "--dataset=msrvtt",
+            f"--captions={os.path.join(release, 'msrvtt_test.csv')}",
+            f"--features={os.path.join(release, 'msrvtt_test_features.npz')}",
+            "--feature_dim_2d=64",
+            "--feature_dim_3d=64",
+            f"--output_dir={shards}",
+        ],
+        log,
+        tail=2,
+    )
     test = os.path.join(shards, "msrvtt_test-*")
     epochs = 1 if FLAGS.quick else FLAGS.epochs
-    cli.run_step(["-m", "howto.train",
-                  f"--train_data={os.path.join(shards, 'train-*')}",
-                  f"--word2vec_path={WORD_VECTORS}", "--we_dim=10",
-                  "--feature_dim=128", "--embd_dim=256", "--batch_size=16",
-                  "--n_pair=8", f"--epochs={epochs}", "--lr=0.001",
-                  "--lr_decay=0.9", "--eval_msrvtt=1",
-                  f"--msrvtt_test_path={test}", "--batch_size_val=500",
-                  f"--checkpoint_dir={ckpt}", "--verbose=0"], log, tail=8)
-    cli.run_step(["-m", "howto.eval", "--eval_msrvtt=1",
-                  f"--msrvtt_test_path={test}", f"--checkpoint_dir={ckpt}",
-                  "--video_to_text"], log, tail=4)
+    cli.run_step(
+        [
+            "-m",
+            "howto.train",
+            f"--train_data={os.path.join(shards, 'train-*')}",
+            f"--word2vec_path={WORD_VECTORS}",
+            "--we_dim=10",
+            "--feature_dim=128",
+            "--embd_dim=256",
+            "--batch_size=16",
+            "--n_pair=8",
+            f"--epochs={epochs}",
+            "--lr=0.001",
+            "--lr_decay=0.9",
+            "--eval_msrvtt=1",
+            f"--msrvtt_test_path={test}",
+            "--batch_size_val=500",
+            f"--checkpoint_dir={ckpt}",
+            "--verbose=0",
+        ],
+        log,
+        tail=8,
+    )
+    cli.run_step(
+        [
+            "-m",
+            "howto.eval",
+            "--eval_msrvtt=1",
+            f"--msrvtt_test_path={test}",
+            f"--checkpoint_dir={ckpt}",
+            "--video_to_text",
+        ],
+        log,
+        tail=4,
+    )
     with open(os.path.join(ckpt, "retrieval.json")) as f:
         results = json.load(f)["results"]
     t2v = results["MSR-VTT text->video"]
-    print(f"\nMSR-VTT 1k-A captions, synthetic features, text->video: "
-          f"R@1 {t2v['R@1']:.1f}%, R@10 {t2v['R@10']:.1f}%, median rank "
-          f"{t2v['MedR']:g} (chance: R@1 0.1%, R@10 1.0%, median rank "
-          f"~500)\nModel: {ckpt}\nLog: {log}")
+    print(
+        f"\nMSR-VTT 1k-A captions, synthetic features, text->video: "
+        f"R@1 {t2v['R@1']:.1f}%, R@10 {t2v['R@10']:.1f}%, median rank "
+        f"{t2v['MedR']:g} (chance: R@1 0.1%, R@10 1.0%, median rank "
+        f"~500)\nModel: {ckpt}\nLog: {log}"
+    )
 
 
 def run():

@@ -28,10 +28,14 @@ from vidcore import cli, distribute, metrics, text
 from vidcore.errors import UserInputError
 
 FLAGS = hflags.FLAGS
-flags.DEFINE_string("output_json", "",
-                    "Write the metrics here as JSON (default: "
-                    "<checkpoint_dir>/retrieval.json when evaluating a "
-                    "checkpoint directory).", flag_values=FLAGS)
+flags.DEFINE_string(
+    "output_json",
+    "",
+    "Write the metrics here as JSON (default: "
+    "<checkpoint_dir>/retrieval.json when evaluating a "
+    "checkpoint directory).",
+    flag_values=FLAGS,
+)
 
 
 def model_and_vectors():
@@ -46,14 +50,18 @@ def model_and_vectors():
         raise UserInputError(
             f"--checkpoint_dir={FLAGS.checkpoint_dir} has no "
             f"{hflags.MODEL_CONFIG_FILE}; train there first, or pass "
-            f"--pretrain_path")
+            f"--pretrain_path"
+        )
     recorded_cfg, recorded_vectors = record
     for name, value in cfg.to_dict().items():
-        if (FLAGS[name].present
-                and getattr(recorded_cfg, name) != value):
-            logging.warning("--%s=%s ignored: the model in %s was trained "
-                            "with %s", name, value, FLAGS.checkpoint_dir,
-                            getattr(recorded_cfg, name))
+        if FLAGS[name].present and getattr(recorded_cfg, name) != value:
+            logging.warning(
+                "--%s=%s ignored: the model in %s was trained with %s",
+                name,
+                value,
+                FLAGS.checkpoint_dir,
+                getattr(recorded_cfg, name),
+            )
     return recorded_cfg, FLAGS.checkpoint_dir, word2vec or recorded_vectors
 
 
@@ -62,17 +70,21 @@ def main(argv):
     hflags.check_release_file_flags()
     sets = hflags.eval_sets_from_flags()
     if not sets:
-        raise UserInputError("nothing to evaluate: pass --eval_msrvtt=1, "
-                             "--eval_youcook=1 and/or --eval_lsmdc=1 with "
-                             "their shard globs")
+        raise UserInputError(
+            "nothing to evaluate: pass --eval_msrvtt=1, "
+            "--eval_youcook=1 and/or --eval_lsmdc=1 with "
+            "their shard globs"
+        )
     cfg, weights_path, word2vec = model_and_vectors()
     if not word2vec:
         raise UserInputError("--word2vec_path is required")
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
     word_vectors = text.WordVectors.load(word2vec)
     if word_vectors.dim != cfg.we_dim:
-        raise UserInputError(f"the model takes {cfg.we_dim}-d word vectors but "
-                             f"{word2vec} holds {word_vectors.dim}-d ones")
+        raise UserInputError(
+            f"the model takes {cfg.we_dim}-d word vectors but "
+            f"{word2vec} holds {word_vectors.dim}-d ones"
+        )
     encoder = text.TextEncoder(word_vectors)
     set_files, clip_cfg = {}, None
     for name, pattern in sets.items():
@@ -81,27 +93,46 @@ def main(argv):
         if sum(dims) != cfg.feature_dim:
             raise UserInputError(
                 f"{name}: the shards hold streams {streams} of sizes {dims} "
-                f"but the model takes {cfg.feature_dim}-d clip features")
+                f"but the model takes {cfg.feature_dim}-d clip features"
+            )
         set_files[name] = files
-        clip_cfg = reader.ClipConfig(streams=streams, dims=dims,
-                                     max_words=cfg.max_words)
+        clip_cfg = reader.ClipConfig(
+            streams=streams, dims=dims, max_words=cfg.max_words
+        )
     with strategy.scope():
         model = build_model(cfg)
     loaded = weights.load_pretrained(model, weights_path)
     logging.info("weights from %s", loaded)
     results = evaluation.evaluate_sets(
-        strategy, model, set_files, clip_cfg, encoder, FLAGS.batch_size_val,
-        ties=FLAGS.ties, video_to_text=FLAGS.video_to_text)
+        strategy,
+        model,
+        set_files,
+        clip_cfg,
+        encoder,
+        FLAGS.batch_size_val,
+        ties=FLAGS.ties,
+        video_to_text=FLAGS.video_to_text,
+    )
     print(metrics.format_retrieval_table(results))
     output = FLAGS.output_json or (
         os.path.join(FLAGS.checkpoint_dir, "retrieval.json")
-        if not FLAGS.pretrain_path else "")
+        if not FLAGS.pretrain_path
+        else ""
+    )
     if output:
         tmp = output + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"weights": str(loaded), "ties": FLAGS.ties,
-                       "recall_unit": "percent", "results": results}, f,
-                      indent=2, sort_keys=True)
+            json.dump(
+                {
+                    "weights": str(loaded),
+                    "ties": FLAGS.ties,
+                    "recall_unit": "percent",
+                    "results": results,
+                },
+                f,
+                indent=2,
+                sort_keys=True,
+            )
         os.replace(tmp, output)
         print(f"wrote {output}")
     return results

@@ -19,6 +19,7 @@ import dataclasses
 
 import keras
 
+from vidcore.config import dataclass_from_dict
 from vidcore.errors import UserInputError
 from vidcore.layers.embedding import GatedEmbeddingUnit, SentenceMaxPool
 
@@ -50,11 +51,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserInputError(f"unknown model settings: {unknown}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
     @property
     def text_pool_dim(self):

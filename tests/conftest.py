@@ -27,3 +27,17 @@ def demo_data(tmp_path_factory):
                        max_frames=24, num_shards=(3, 2, 2), seed=0,
                        num_segment_videos=6)
     return str(out)
+
+
+@pytest.fixture(autouse=True)
+def _distinct_collective_keys():
+    """Gives every test's MirroredStrategy its own collective key range.
+
+    Several strategies in one process otherwise reuse group/instance keys,
+    and TensorFlow's collective executor then matches an op of one test with
+    a cached op of an earlier one ("Shape mismatch in the collective
+    instance ..."). TensorFlow's own tests do the same
+    (distribute/strategy_combinations.py)."""
+    from tensorflow.python.distribute import mirrored_strategy
+    mirrored_strategy.MirroredStrategy._collective_key_base += 100000
+    yield

@@ -230,3 +230,39 @@ def test_demo_quick_runs(tmp_path):
     assert "text->video: R@1" in proc.stdout
     results = json.load(open(tmp_path / "model" / "retrieval.json"))
     assert results["results"]["MSR-VTT text->video"]["R@10"] > 5.0
+
+
+def test_eval_of_a_pytorch_state_dict_equals_checkpoint_eval(
+        trained, howto_data, tmp_path):
+    """howto.eval --pretrain_path=<.pth> (the released model's route): a
+    state dict with the authors' key names, made from our trained weights,
+    scores exactly like the checkpoint."""
+    torch = pytest.importorskip("torch")
+    from howto.models import build_model
+    from vidcore.training import restore_model_weights
+    cfg, _ = hflags.read_model_record(trained)
+    model = build_model(cfg)
+    restore_model_weights(model, trained)
+    state = {}
+    for branch, torch_name in (("GU_video", "GU_video"),
+                               ("GU_text", "GU_text")):
+        layer = model.get_layer(branch)
+        state[f"{torch_name}.fc.weight"] = layer.fc.kernel.numpy().T
+        state[f"{torch_name}.fc.bias"] = layer.fc.bias.numpy()
+        state[f"{torch_name}.cg.fc.weight"] = (
+            layer.gate.gating_weights.numpy().T)
+        state[f"{torch_name}.cg.fc.bias"] = layer.gate.gating_biases.numpy()
+    pool = model.get_layer("text_pooling")
+    state["text_pooling.fc.weight"] = pool.fc.kernel.numpy().T
+    state["text_pooling.fc.bias"] = pool.fc.bias.numpy()
+    path = str(tmp_path / "model.pth")
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
+                for k, v in state.items()}, path)
+    common = ["--eval_msrvtt=1", f"--msrvtt_test_path={howto_data['test']}",
+              "--video_to_text"]
+    ours = run_cli(heval, *common, f"--checkpoint_dir={trained}",
+                   f"--output_json={tmp_path / 'a.json'}")
+    released = run_cli(heval, *common, f"--pretrain_path={path}",
+                       f"--word2vec_path={WORD_VECTORS}", "--we_dim=10",
+                       "--feature_dim=32", "--embd_dim=64")
+    assert released == ours

@@ -67,6 +67,7 @@ import tensorflow as tf
 
 from input_pipeline import features as F
 from tfrecord_tools import cli
+from tfrecord_tools import tf_features
 from tfrecord_tools import conversion
 from tfrecord_tools import howto_writer
 
@@ -145,21 +146,16 @@ def make_clip_example(clip_id, video_id, texts, pooled):
     if empty:
         raise cli.InputError(f"{where}: caption {empty[0]} is empty")
     feature = {
-        F.HOWTO_CLIP_ID: _bytes([clip_id]),
-        F.HOWTO_VIDEO_ID: _bytes([clip_id if video_id is None
-                                  else video_id]),
-        F.HOWTO_CAPTION_TEXT: _bytes(texts),
+        F.HOWTO_CLIP_ID: tf_features.bytes_feature([clip_id]),
+        F.HOWTO_VIDEO_ID: tf_features.bytes_feature(
+            [clip_id if video_id is None else video_id]),
+        F.HOWTO_CAPTION_TEXT: tf_features.bytes_feature(texts),
     }
     for stream, values in pooled.items():
         values = check_pooled(values, f"{where} stream {stream!r}")
         feature[F.howto_pooled_key(stream)] = tf.train.Feature(
             float_list=tf.train.FloatList(value=values.tolist()))
     return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
-def _bytes(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[howto_writer.to_utf8(v) for v in values]))
 
 
 def parse_clip_example(serialized):

@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from input_pipeline import features as F
 from tfrecord_tools import cli
+from tfrecord_tools import tf_features
 from tfrecord_tools import conversion
 
 Stream = collections.namedtuple("Stream", ["frames", "rate"])
@@ -72,23 +73,6 @@ _FLOAT16_LE = np.dtype("<f2")
 
 
 # -- protos ------------------------------------------------------------------
-
-
-def _bytes_feature(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-
-def _float_feature(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-
-def _int64_feature(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def to_utf8(text):
-    """str (or bytes, kept) -> UTF-8 bytes."""
-    return text if isinstance(text, bytes) else str(text).encode("utf-8")
 
 
 def check_captions(captions, where):
@@ -218,19 +202,21 @@ def make_video_example(video_id, captions, streams):
     where = f"video {video_id!r}"
     captions = check_captions(captions, where)
     context = {
-        F.HOWTO_VIDEO_ID: _bytes_feature([to_utf8(video_id)]),
-        F.HOWTO_CAPTION_START: _float_feature(captions["start"]),
-        F.HOWTO_CAPTION_END: _float_feature(captions["end"]),
-        F.HOWTO_CAPTION_TEXT: _bytes_feature(
-            [to_utf8(t) for t in captions["text"]]),
+        F.HOWTO_VIDEO_ID: tf_features.bytes_feature([video_id]),
+        F.HOWTO_CAPTION_START: tf_features.float_feature(captions["start"]),
+        F.HOWTO_CAPTION_END: tf_features.float_feature(captions["end"]),
+        F.HOWTO_CAPTION_TEXT: tf_features.bytes_feature(captions["text"]),
     }
     feature_lists = {}
     for name, (frames, rate) in streams.items():
         half = check_frames(frames, f"{where} stream {name!r}")
-        context[F.howto_rate_key(name)] = _float_feature([float(rate)])
-        context[F.howto_dim_key(name)] = _int64_feature([half.shape[1]])
+        context[F.howto_rate_key(name)] = tf_features.float_feature(
+            [float(rate)])
+        context[F.howto_dim_key(name)] = tf_features.int64_feature(
+            [half.shape[1]])
         feature_lists[F.howto_frames_key(name)] = tf.train.FeatureList(
-            feature=[_bytes_feature([row.tobytes()]) for row in half])
+            feature=[tf_features.bytes_feature([row.tobytes()])
+                     for row in half])
     return tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list=feature_lists))

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from input_pipeline import features as F
 from tfrecord_tools import cli
+from tfrecord_tools import tf_features
 from tfrecord_tools import sharded_writer
 
 # Frame-level feature name -> video-level (mean-pooled) key.
@@ -83,18 +84,6 @@ def dequantize(q):
 # -- protos --------------------------------------------------------------
 
 
-def _bytes_feature(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-
-
-def _int64_feature(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def _float_feature(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-
 def _id_bytes(video_id):
     return video_id if isinstance(video_id, bytes) else str(video_id).encode()
 
@@ -104,9 +93,10 @@ def _context(video_id, labels, id_key):
     if id_key not in F.YT8M_ID_KEYS:
         raise cli.InputError(
             f"id_key must be one of {F.YT8M_ID_KEYS}, got {id_key!r}")
-    feature = {id_key: _bytes_feature([_id_bytes(video_id)])}
+    feature = {id_key: tf_features.bytes_feature([_id_bytes(video_id)])}
     if labels is not None:
-        feature[F.YT8M_LABELS_KEY] = _int64_feature([int(l) for l in labels])
+        feature[F.YT8M_LABELS_KEY] = tf_features.int64_feature(
+            [int(l) for l in labels])
     return feature
 
 
@@ -145,11 +135,11 @@ def make_frame_example(video_id, labels, features, id_key=F.YT8M_ID_KEY,
             raise cli.InputError(
                 f"video {video_id!r}: segment fields differ in length "
                 f"{lengths}")
-        context[F.YT8M_SEGMENT_LABELS] = _int64_feature(
+        context[F.YT8M_SEGMENT_LABELS] = tf_features.int64_feature(
             [int(v) for v in segments[F.YT8M_SEGMENT_LABELS]])
-        context[F.YT8M_SEGMENT_START_TIMES] = _int64_feature(
+        context[F.YT8M_SEGMENT_START_TIMES] = tf_features.int64_feature(
             [int(v) for v in segments[F.YT8M_SEGMENT_START_TIMES]])
-        context[F.YT8M_SEGMENT_SCORES] = _float_feature(
+        context[F.YT8M_SEGMENT_SCORES] = tf_features.float_feature(
             [float(v) for v in segments[F.YT8M_SEGMENT_SCORES]])
     feature_lists = {}
     num_frames = None
@@ -168,7 +158,7 @@ def make_frame_example(video_id, labels, features, id_key=F.YT8M_ID_KEY,
         num_frames = values.shape[0]
         q = values if values.dtype == np.uint8 else quantize(values)  # [T, D]
         feature_lists[name] = tf.train.FeatureList(
-            feature=[_bytes_feature([row.tobytes()]) for row in q])
+            feature=[tf_features.bytes_feature([row.tobytes()]) for row in q])
     return tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list=feature_lists))
@@ -197,7 +187,7 @@ def make_video_example(video_id, labels, features, id_key=F.YT8M_ID_KEY):
                 f"video {video_id!r}: feature {name!r} has shape "
                 f"{values.shape}; "
                 "expected [dim]")
-        feature[name] = _float_feature(values.tolist())
+        feature[name] = tf_features.float_feature(values.tolist())
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 

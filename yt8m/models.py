@@ -18,6 +18,7 @@ from typing import Tuple
 import keras
 
 from input_pipeline import features as feature_keys
+from vidcore.config import dataclass_from_dict
 from vidcore.errors import UserInputError
 from vidcore.training import count_trainable_params  # noqa: F401 (re-export)
 from vidcore.layers.frames import (DequantizeFrames, FrameSampler,
@@ -87,14 +88,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserInputError(f"unknown model settings: {unknown}")
         d = dict(d)
         if "feature_sizes" in d:
             d["feature_sizes"] = tuple(int(s) for s in d["feature_sizes"])
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
 
 FRAME_LEVEL_MODELS = ("NetVLADModelLF", "NetFVModelLF", "GatedDbofModelLF",

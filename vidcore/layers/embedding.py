@@ -29,6 +29,13 @@ def torch_linear_initializer(fan_in):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def torch_dense(units, fan_in, name):
+    """keras Dense initialised like PyTorch's nn.Linear(fan_in, units)."""
+    return keras.layers.Dense(
+        units, name=name, kernel_initializer=torch_linear_initializer(fan_in),
+        bias_initializer=torch_linear_initializer(fan_in))
+
+
 @keras.saving.register_keras_serializable(package="vidcore")
 class GatedEmbeddingUnit(keras.layers.Layer):
     """Gated embedding unit: ``y = W x + b``; ``y = y * sigmoid(W_g y + b_g)``;
@@ -49,11 +56,7 @@ class GatedEmbeddingUnit(keras.layers.Layer):
         self.normalize = L2Normalize(axis=-1, name="l2_normalize")
 
     def build(self, input_shape):
-        fan_in = int(input_shape[-1])
-        self.fc = keras.layers.Dense(
-            self.output_dim, name="fc",
-            kernel_initializer=torch_linear_initializer(fan_in),
-            bias_initializer=torch_linear_initializer(fan_in))
+        self.fc = torch_dense(self.output_dim, int(input_shape[-1]), "fc")
         self.fc.build(input_shape)
         out_shape = tuple(input_shape[:-1]) + (self.output_dim,)
         if self.gate is not None:
@@ -94,11 +97,7 @@ class SentenceMaxPool(keras.layers.Layer):
         self.mask_padding = bool(mask_padding)
 
     def build(self, input_shape):
-        fan_in = int(input_shape[-1])
-        self.fc = keras.layers.Dense(
-            self.output_dim, name="fc",
-            kernel_initializer=torch_linear_initializer(fan_in),
-            bias_initializer=torch_linear_initializer(fan_in))
+        self.fc = torch_dense(self.output_dim, int(input_shape[-1]), "fc")
         self.fc.build(input_shape)
 
     def call(self, words):
