@@ -43,26 +43,30 @@ def model_and_vectors():
     checkpoint directory's record."""
     cfg = hflags.model_config_from_flags()
     word2vec = FLAGS.word2vec_path
-    if FLAGS.pretrain_path:
+    if FLAGS.pretrain_path and not weights.is_torch_checkpoint(
+            FLAGS.pretrain_path):
         return cfg, FLAGS.pretrain_path, word2vec
-    record = hflags.read_model_record(FLAGS.checkpoint_dir)
-    if record is None:
-        raise UserInputError(
-            f"--checkpoint_dir={FLAGS.checkpoint_dir} has no "
-            f"{hflags.MODEL_CONFIG_FILE}; train there first, or pass "
-            f"--pretrain_path"
-        )
-    recorded_cfg, recorded_vectors = record
-    for name, value in cfg.to_dict().items():
-        if FLAGS[name].present and getattr(recorded_cfg, name) != value:
-            logging.warning(
-                "--%s=%s ignored: the model in %s was trained with %s",
-                name,
-                value,
-                FLAGS.checkpoint_dir,
-                getattr(recorded_cfg, name),
+    if FLAGS.pretrain_path:  # sizes from the PyTorch state dict itself
+        from howto import convert_torch  # torch is an optional extra
+        source = FLAGS.pretrain_path
+        found = convert_torch.infer_config(
+            convert_torch.read_state_dict(source), max_words=cfg.max_words)
+        vectors = ""
+    else:
+        source = FLAGS.checkpoint_dir
+        record = hflags.read_model_record(source)
+        if record is None:
+            raise UserInputError(
+                f"--checkpoint_dir={source} has no "
+                f"{hflags.MODEL_CONFIG_FILE}; train there first, or pass "
+                f"--pretrain_path"
             )
-    return recorded_cfg, FLAGS.checkpoint_dir, word2vec or recorded_vectors
+        found, vectors = record
+    for name, value in cfg.to_dict().items():
+        if FLAGS[name].present and getattr(found, name) != value:
+            logging.warning("--%s=%s ignored: the model in %s has %s", name,
+                            value, source, getattr(found, name))
+    return found, source, word2vec or vectors
 
 
 def main(argv):
