@@ -235,3 +235,10 @@ def test_multi_worker_two_processes_end_identical(tmp_path, demo_data):
     first = tf.train.load_checkpoint(str(train_dir / "ckpt-2"))
     assert any(not np.array_equal(first.get_tensor(n), chief.get_tensor(n))
                for n in names)
+
+
+def test_adam_epsilon_is_the_published_default():
+    """TF1's AdamOptimizer and PyTorch's Adam use 1e-8 (Keras: 1e-7)."""
+    from vidcore.training import make_optimizer
+    assert make_optimizer("adam", 0.1).epsilon == 1e-8
+    assert make_optimizer("adam", 0.1, epsilon=1e-3).epsilon == 1e-3

@@ -66,11 +66,16 @@ def make_optimizer(name, learning_rate, clip_norm=None, loss_scale=False,
         learning_rate: float or keras LearningRateSchedule (of optimizer steps).
         clip_norm: clip each gradient tensor to this L2 norm (None: no clip).
         loss_scale: wrap in a dynamic LossScaleOptimizer (mixed_float16).
-        **kwargs: passed to the optimizer (momentum, epsilon, ...).
+        **kwargs: passed to the optimizer (momentum, epsilon, ...). Adam's
+            epsilon defaults to 1e-8, the default of TF1's AdamOptimizer and
+            of PyTorch's Adam, which the published models were trained with
+            (Keras' own default is 1e-7).
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of "
                          f"{', '.join(OPTIMIZERS)}")
+    if name == "adam":
+        kwargs.setdefault("epsilon", 1e-8)
     opt = OPTIMIZERS[name](learning_rate=learning_rate, clipnorm=clip_norm,
                            **kwargs)
     if loss_scale:
