@@ -24,7 +24,7 @@ from howto import weights
 from howto.models import build_model
 from input_pipeline import howto as reader
 from input_pipeline import records
-from vidcore import cli, distribute, metrics, text
+from vidcore import cli, distribute, metrics
 from vidcore.errors import UserInputError
 
 FLAGS = hflags.FLAGS
@@ -80,17 +80,8 @@ def main(argv):
             "their shard globs"
         )
     cfg, weights_path, word2vec = model_and_vectors()
-    if not word2vec:
-        raise UserInputError("--word2vec_path is required")
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
-    word_vectors = text.WordVectors.load(word2vec)
-    if word_vectors.dim != cfg.we_dim:
-        raise UserInputError(
-            f"the model takes {cfg.we_dim}-d word vectors but "
-            f"{word2vec} holds {word_vectors.dim}-d ones"
-        )
-    encoder = text.TextEncoder(word_vectors)
-    del word_vectors  # the encoder holds its own copy (GoogleNews: 3.6 GB)
+    encoder = weights.text_encoder(word2vec, cfg.we_dim)
     set_files, clip_cfg = {}, None
     for name, pattern in sets.items():
         files = records.list_files(pattern, name)

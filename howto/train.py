@@ -30,7 +30,7 @@ from howto import weights
 from howto.models import build_model
 from input_pipeline import howto as reader
 from input_pipeline import records
-from vidcore import cli, distribute, losses, metrics, text, training
+from vidcore import cli, distribute, losses, metrics, training
 from vidcore.errors import UserInputError
 
 FLAGS = hflags.FLAGS
@@ -151,20 +151,7 @@ def main(argv):
         min_words=FLAGS.min_words,
         max_words=FLAGS.max_words,
     )
-    if not FLAGS.word2vec_path:
-        raise UserInputError(
-            "--word2vec_path is required (GoogleNews "
-            "word2vec binary, GloVe text, or a saved "
-            "directory)"
-        )
-    word_vectors = text.WordVectors.load(FLAGS.word2vec_path)
-    if word_vectors.dim != cfg.we_dim:
-        raise UserInputError(
-            f"--we_dim={cfg.we_dim} but {FLAGS.word2vec_path}"
-            f" holds {word_vectors.dim}-d vectors"
-        )
-    encoder = text.TextEncoder(word_vectors)
-    del word_vectors  # the encoder holds its own copy (GoogleNews: 3.6 GB)
+    encoder = weights.text_encoder(FLAGS.word2vec_path, cfg.we_dim)
     eval_sets = {
         name: records.list_files(p, name)
         for name, p in hflags.eval_sets_from_flags().items()
