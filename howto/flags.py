@@ -16,6 +16,7 @@ from absl import flags
 from howto.models import ModelConfig
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
+from vidcore.files import write_json_atomic
 
 # The family's own FlagValues (not absl's global FLAGS): the YouTube-8M CLIs
 # define flags of the same names (batch_size, strategy, ...), and tests import
@@ -341,20 +342,10 @@ def write_model_record(checkpoint_dir, cfg, word2vec_path):
     """Writes checkpoint_dir/model_config.json (model + word vectors)."""
     os.makedirs(checkpoint_dir, exist_ok=True)
     path = os.path.join(checkpoint_dir, MODEL_CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(
-            {
-                "model": cfg.to_dict(),
-                "word2vec_path": os.path.abspath(word2vec_path)
-                if word2vec_path
-                else "",
-            },
-            f,
-            indent=2,
-            sort_keys=True,
-        )
-    os.replace(tmp, path)
+    write_json_atomic(path, {
+        "model": cfg.to_dict(),
+        "word2vec_path": (os.path.abspath(word2vec_path) if word2vec_path
+                          else "")})
 
 
 def read_model_record(checkpoint_dir):

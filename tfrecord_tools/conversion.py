@@ -71,6 +71,7 @@ from tqdm import tqdm
 
 from tfrecord_tools import cli
 from tfrecord_tools import sharded_writer
+from vidcore.files import write_json_atomic, write_text_atomic
 
 RUNNERS = ("local", "beam")
 DONE_TEMPLATE = ".{name}.done.json"
@@ -332,14 +333,10 @@ def read_done(job):
 def _write_json_atomic(path, obj, lines=False):
     """Writes JSON (or JSON lines for a list) to path via temp + rename."""
     if lines:
-        text = "".join(json.dumps(o, sort_keys=True) + "\n" for o in obj)
+        write_text_atomic(path, "".join(
+            json.dumps(o, sort_keys=True) + "\n" for o in obj))
     else:
-        text = json.dumps(obj, indent=1, sort_keys=True) + "\n"
-    tmp = os.path.join(os.path.dirname(path),
-                       "." + os.path.basename(path) + ".partial")
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+        write_json_atomic(path, obj, indent=1)
 
 
 def _remove_partial(job):

@@ -40,13 +40,13 @@ Files (under output_dir):
 """
 
 import csv
-import json
 import os
 
 from absl import flags
 import numpy as np
 
 from tfrecord_tools import cli
+from vidcore.files import write_json_atomic
 from vidcore import text
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(
@@ -157,7 +157,8 @@ def write_demo_release(output_dir, dims=(64, 64), noise_std=0.5,
                     frames[inside] = fn.frames(rng, stream, h, inside.size)
             np.save(os.path.join(output_dir, f"features_{stream}",
                                  f"{video_id}.npy"), frames.astype(np.float16))
-    _write_json(os.path.join(output_dir, "captions.json"), captions)
+    write_json_atomic(os.path.join(output_dir, "captions.json"),
+                            captions, indent=None)
     with open(os.path.join(output_dir, "videos.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video_id", "task"])
@@ -183,13 +184,6 @@ def write_demo_release(output_dir, dims=(64, 64), noise_std=0.5,
     return {"videos": len(videos), "captions": sum(
         len(c["text"]) for c in captions.values()),
         "test_clips": len(test_rows), "dims": tuple(dims)}
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 FLAGS = flags.FlagValues()

@@ -23,12 +23,12 @@ prefix, so that a reader pattern such as `train*` never matches it.)
 
 import bisect
 import itertools
-import json
 import os
 
 import tensorflow as tf
 
 from tfrecord_tools import cli
+from vidcore.files import write_json_atomic
 
 # `train-00000-of-00004.tfrecord`
 DEFAULT_NAME_TEMPLATE = "{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
@@ -294,10 +294,7 @@ class ShardedWriter:
             "shards": [{"name": n, "records": c}
                        for n, c in zip(self.names, self.counts)],
         }
-        tmp = self.manifest_path + ".partial"
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        tf.io.gfile.rename(tmp, self.manifest_path, overwrite=True)
+        write_json_atomic(self.manifest_path, manifest, indent=1)
 
 
 def write_sharded(records, output_dir, prefix, num_shards, num_records=None,

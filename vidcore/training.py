@@ -29,6 +29,7 @@ import tensorflow as tf
 from absl import logging
 
 from vidcore import distribute
+from vidcore.files import write_json_atomic
 
 TRAIN_STATE_FILE = "train_state.json"
 
@@ -129,13 +130,6 @@ def read_train_state(train_dir):
         return {}
     with tf.io.gfile.GFile(path) as f:
         return json.load(f)
-
-
-def _write_json_atomic(path, obj):
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 class Trainer:
@@ -320,7 +314,7 @@ class Trainer:
                 # Other workers only take part in the collective save.
                 tf.io.gfile.rmtree(self._write_dir)
         if self.chief:
-            _write_json_atomic(
+            write_json_atomic(
                 os.path.join(self.config.train_dir, TRAIN_STATE_FILE),
                 {"step": int(step), "checkpoint": os.path.basename(path),
                  "done": bool(final),

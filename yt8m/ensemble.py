@@ -38,7 +38,6 @@ file). Weight fitting keeps that union for all labelled videos in memory
 to 160 times, each about 1 s per 100k videos for 7 files.
 """
 
-import json
 import os
 import time
 
@@ -48,6 +47,7 @@ from absl import flags, logging
 from vidcore import cli
 from vidcore import metrics
 from vidcore.errors import UserInputError
+from vidcore.files import write_json_atomic
 # --output_file, --top_k and --num_classes are shared with the other CLIs.
 from yt8m import flags as yflags  # noqa: F401
 from yt8m import submission
@@ -568,11 +568,7 @@ def write_weights_json(path, result):
         "input_gaps": result.get("input_gaps"),
         "top_k": result["top_k"],
     }
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
 
 def main(argv):

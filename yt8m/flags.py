@@ -19,6 +19,7 @@ from input_pipeline import features as keys
 from input_pipeline.yt8m import ReaderConfig
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
+from vidcore.files import write_json_atomic
 from yt8m.models import LSTM_OUTPUTS, MODELS, ModelConfig
 
 FLAGS = flags.FLAGS
@@ -227,10 +228,7 @@ def record_model_flags(train_dir, model_cfg):
                 f"replace it or choose another --train_dir")
         return
     tf.io.gfile.makedirs(train_dir)
-    tmp = path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_json_atomic(path, record)
 
 
 def load_model_flags(train_dir):
