@@ -13,7 +13,6 @@ Prints R@1, R@5, R@10 (percent of queries) and median rank (1-based) per
 set as a table; ties count against the model (``--ties``).
 """
 
-import json
 import os
 
 from absl import flags, logging
@@ -25,6 +24,7 @@ from howto.models import build_model
 from input_pipeline import howto as reader
 from input_pipeline import records
 from vidcore import cli, distribute, metrics
+from vidcore.files import write_json_atomic
 from vidcore.errors import UserInputError
 
 FLAGS = hflags.FLAGS
@@ -39,18 +39,20 @@ flags.DEFINE_string(
 
 
 def model_and_vectors():
-    """(ModelConfig, weights path, word2vec path) from the flags and the
-    checkpoint directory's record."""
+    """(ModelConfig, weights path, word2vec path, PyTorch state dict or
+    None) from the flags and the checkpoint directory's record (or the
+    state dict's shapes)."""
     cfg = hflags.model_config_from_flags()
     word2vec = FLAGS.word2vec_path
     if FLAGS.pretrain_path and not weights.is_torch_checkpoint(
             FLAGS.pretrain_path):
-        return cfg, FLAGS.pretrain_path, word2vec
+        return cfg, FLAGS.pretrain_path, word2vec, None
+    state = None
     if FLAGS.pretrain_path:  # sizes from the PyTorch state dict itself
         from howto import convert_torch  # torch is an optional extra
         source = FLAGS.pretrain_path
-        found = convert_torch.infer_config(
-            convert_torch.read_state_dict(source), max_words=cfg.max_words)
+        state = convert_torch.read_state_dict(source)
+        found = convert_torch.infer_config(state, max_words=cfg.max_words)
         vectors = ""
     else:
         source = FLAGS.checkpoint_dir
@@ -66,7 +68,7 @@ def model_and_vectors():
         if FLAGS[name].present and getattr(found, name) != value:
             logging.warning("--%s=%s ignored: the model in %s has %s", name,
                             value, source, getattr(found, name))
-    return found, source, word2vec or vectors
+    return found, source, word2vec or vectors, state
 
 
 def main(argv):
@@ -79,7 +81,7 @@ def main(argv):
             "--eval_youcook=1 and/or --eval_lsmdc=1 with "
             "their shard globs"
         )
-    cfg, weights_path, word2vec = model_and_vectors()
+    cfg, weights_path, word2vec, state = model_and_vectors()
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
     encoder = weights.text_encoder(word2vec, cfg.we_dim)
     set_files, clip_cfg = {}, None
@@ -97,7 +99,7 @@ def main(argv):
         )
     with strategy.scope():
         model = build_model(cfg)
-    loaded = weights.load_pretrained(model, weights_path)
+    loaded = weights.load_pretrained(model, weights_path, state)
     logging.info("weights from %s", loaded)
     results = evaluation.evaluate_sets(
         strategy,
@@ -116,20 +118,9 @@ def main(argv):
         else ""
     )
     if output:
-        tmp = output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "weights": str(loaded),
-                    "ties": FLAGS.ties,
-                    "recall_unit": "percent",
-                    "results": results,
-                },
-                f,
-                indent=2,
-                sort_keys=True,
-            )
-        os.replace(tmp, output)
+        write_json_atomic(output, {
+            "weights": str(loaded), "ties": FLAGS.ties,
+            "recall_unit": "percent", "results": results})
         print(f"wrote {output}")
     return results
 

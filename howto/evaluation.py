@@ -9,7 +9,6 @@ R@1/5/10 (percent) and median rank with vidcore.metrics.
 import numpy as np
 
 from input_pipeline import howto as reader
-from input_pipeline import records
 from vidcore import metrics, prediction
 
 
@@ -26,24 +25,22 @@ def embed_clip_set(strategy, model, files, clip_cfg, encoder, batch_size):
             replica count).
 
     Returns:
-        (text [Q, D], video [Q, D], clip_ids list of str), numpy float32.
+        (text [Q, D], video [Q, D]) numpy float32, in record order.
     """
     replicas = strategy.num_replicas_in_sync
     batch_size = -(-batch_size // replicas) * replicas
     dataset = reader.evaluation_dataset(files, clip_cfg, encoder, batch_size)
 
-    def replica_fn(inputs, meta):
+    def replica_fn(inputs, mask):
         out = model(inputs, training=False)
-        return {"text": out["text"], "video": out["video"],
-                "clip_id": meta["clip_id"], "mask": meta["mask"]}
+        return {"text": out["text"], "video": out["video"], "mask": mask}
 
-    texts, videos, ids = [], [], []
+    texts, videos = [], []
     for out in prediction.run_batches(strategy, dataset, replica_fn):
         keep = out["mask"].astype(bool)
         texts.append(out["text"][keep])
         videos.append(out["video"][keep])
-        ids.extend(records.decode_ids(out["clip_id"][keep]))
-    return (np.concatenate(texts), np.concatenate(videos), ids)
+    return np.concatenate(texts), np.concatenate(videos)
 
 
 def evaluate_sets(strategy, model, sets, clip_cfg, encoder, batch_size,
@@ -62,7 +59,7 @@ def evaluate_sets(strategy, model, sets, clip_cfg, encoder, batch_size,
     """
     results = {}
     for name, files in sets.items():
-        text, video, _ = embed_clip_set(strategy, model, files, clip_cfg,
+        text, video = embed_clip_set(strategy, model, files, clip_cfg,
                                         encoder, batch_size)
         results[f"{name} text->video"] = metrics.retrieval_metrics(
             metrics.retrieval_ranks(text, video, ties=ties))

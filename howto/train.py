@@ -79,13 +79,13 @@ def training_source():
 def steps_per_epoch(files, global_batch):
     if FLAGS.steps_per_epoch > 0:
         return FLAGS.steps_per_epoch
-    count = reader.manifest_record_count(files)
+    count = records.manifest_record_count(files)
     if count is None:
         logging.info(
             "no converter manifest lists these shards: counting "
             "records (pass --steps_per_epoch to skip this)"
         )
-        count = reader.count_records(files)
+        count = records.count_records(files)
     steps = count // global_batch
     if steps < 1:
         raise UserInputError(

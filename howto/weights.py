@@ -15,7 +15,7 @@ def is_torch_checkpoint(path):
     return path.endswith((".pth", ".pt"))
 
 
-def load_pretrained(model, path):
+def load_pretrained(model, path, state_dict=None):
     """Loads the joint model's weights from ``path``.
 
     Args:
@@ -23,6 +23,8 @@ def load_pretrained(model, path):
             weights).
         path: ``.pth`` / ``.pt`` PyTorch state dict, a checkpoint directory,
             or a checkpoint prefix.
+        state_dict: the ``.pth`` file's contents when the caller has read
+            them already (convert_torch.read_state_dict), to read it once.
 
     Returns:
         The path that was loaded.
@@ -32,8 +34,9 @@ def load_pretrained(model, path):
     """
     if is_torch_checkpoint(path):
         from howto import convert_torch  # torch is an optional extra
-        convert_torch.load_into_model(model,
-                                      convert_torch.read_state_dict(path))
+        if state_dict is None:
+            state_dict = convert_torch.read_state_dict(path)
+        convert_torch.load_into_model(model, state_dict)
         return path
     if os.path.isdir(path):
         try:

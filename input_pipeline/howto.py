@@ -32,9 +32,6 @@ with the N = videos x n_pair clips of one video contiguous.
 """
 
 import dataclasses
-import glob
-import json
-import os
 from typing import Tuple
 
 import tensorflow as tf
@@ -344,33 +341,24 @@ def training_dataset(files, kind, cfg, encoder, batch_size,
 
 
 def evaluation_dataset(files, cfg, encoder, batch_size):
-    """Every clip once, in file order: ({"video", "text"}, {"clip_id",
-    "mask"}) padded to full batches (the mask marks real clips). The first
-    caption of each clip is the query."""
+    """Every clip once, in file order: ({"video", "text"}, mask) padded to
+    full batches (the mask marks real clips). The first caption of each clip
+    is the query."""
     ds = tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
         tf.data.TFRecordDataset)
 
     def make(serialized):
         clip = parse_clip(serialized, cfg)
         ids = encoder.word_ids(clip["text"][:1], cfg.max_words)[0]
-        return clip["video"], ids, clip["clip_id"]
+        return clip["video"], ids
 
     ds = ds.map(make, num_parallel_calls=AUTOTUNE).batch(batch_size)
 
-    def pad(video, ids, clip_id):
-        (video, ids, clip_id), mask = records.pad_batch(
-            (video, ids, records.encode_ids(clip_id)), batch_size)
-        return {"video": video, "text": encoder.vectors(ids)}, {
-            "clip_id": clip_id, "mask": mask}
+    def pad(video, ids):
+        (video, ids), mask = records.pad_batch((video, ids), batch_size)
+        return {"video": video, "text": encoder.vectors(ids)}, mask
 
     return ds.map(pad, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
-
-
-def count_records(files):
-    """Number of records in the shards (reads them; prefer the manifest)."""
-    n = tf.data.TFRecordDataset(list(files)).reduce(
-        tf.constant(0, tf.int64), lambda c, _: c + 1)
-    return int(n)
 
 
 def detect_kind(files):
@@ -434,23 +422,3 @@ def detect_streams(files, kind):
                                 f"first record")
             return tuple(streams), tuple(dims)
     raise DataError(f"all {len(files)} shard(s) are empty, e.g. {files[0]}")
-
-
-def manifest_record_count(files):
-    """Total records of the shards according to the converter's manifests
-    (``manifest-*.json`` beside them), or None when a shard is not listed."""
-    counts = {}
-    for directory in {os.path.dirname(os.path.abspath(f)) for f in files}:
-        for manifest in glob.glob(os.path.join(directory, "manifest-*.json")):
-            try:
-                with open(manifest) as fh:
-                    data = json.load(fh)
-                for shard in data.get("shards", []):
-                    counts[os.path.join(directory, shard["name"])] = int(
-                        shard["records"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-    try:
-        return sum(counts[os.path.abspath(f)] for f in files)
-    except KeyError:
-        return None

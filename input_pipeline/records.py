@@ -9,6 +9,8 @@ skipped, counted and logged. Nothing is dropped silently.
 """
 
 import glob as _glob
+import json
+import os
 import sys
 
 import numpy as np
@@ -251,3 +253,31 @@ def training_file_dataset(files, input_context=None, seed=0, num_epochs=None):
                       input_context.input_pipeline_id)
     return ds.shuffle(len(files), seed=seed,
                       reshuffle_each_iteration=True).repeat(num_epochs)
+
+
+def manifest_record_count(files):
+    """Total records of the shards according to the converters' manifests
+    (``manifest-*.json`` beside them, written by tfrecord_tools), or None
+    when a shard is not listed in one."""
+    counts = {}
+    for directory in {os.path.dirname(os.path.abspath(f)) for f in files}:
+        for manifest in _glob.glob(os.path.join(directory, "manifest-*.json")):
+            try:
+                with open(manifest) as fh:
+                    data = json.load(fh)
+                for shard in data.get("shards", []):
+                    counts[os.path.join(directory, shard["name"])] = int(
+                        shard["records"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    try:
+        return sum(counts[os.path.abspath(f)] for f in files)
+    except KeyError:
+        return None
+
+
+def count_records(files):
+    """Number of records in the shards, by reading them (prefer
+    :func:`manifest_record_count`)."""
+    return int(tf.data.TFRecordDataset(list(files)).reduce(
+        tf.constant(0, tf.int64), lambda c, _: c + 1))

@@ -45,13 +45,15 @@ def negative_weight_values(num_videos, hard_negative_rate):
     ``1 - hard_negative_rate`` of the total weight.
 
     Args:
-        num_videos: B, videos in the (global) batch; > 1.
+        num_videos: B, videos in the (global) batch; > 1. A Python number
+            (checked) or a float tensor (e.g. known only inside a replica
+            function).
         hard_negative_rate: r in (0, 1).
 
     Returns:
-        (same_video_weight, other_video_weight) as Python floats.
+        (same_video_weight, other_video_weight), of num_videos' type.
     """
-    if num_videos < 2:
+    if isinstance(num_videos, (int, float)) and num_videos < 2:
         raise ValueError("negative weighting needs at least 2 videos per "
                          f"batch, got {num_videos}")
     if not 0.0 < hard_negative_rate < 1.0:
@@ -146,14 +148,11 @@ def cross_replica_max_margin(text, video, n_pair, margin=0.1,
     col_terms = tf.nn.relu(margin + s_cols - diag[:, None])
     terms = row_terms + col_terms  # [n_local, n]
     if negative_weighting:
-        num_videos = n // n_pair
-        easy = 1.0 - hard_negative_rate
-        b = tf.cast(num_videos, tf.float32)
-        alpha = easy / ((b - 1.0) * (1.0 - easy))
-        same_w = b * (1.0 - easy)
+        same_w, other_w = negative_weight_values(
+            tf.cast(n // n_pair, tf.float32), hard_negative_rate)
         same_video = tf.equal((rows // n_pair)[:, None],
                               (tf.range(n) // n_pair)[None, :])
-        terms = terms * tf.where(same_video, same_w, alpha * same_w)
+        terms = terms * tf.where(same_video, same_w, other_w)
     per_pair = tf.reduce_sum(terms, axis=1)  # [n_local]
     # [n_local] -> [local videos, n_pair]: sum each video's clips.
     per_video = tf.reduce_sum(tf.reshape(per_pair, [-1, n_pair]), axis=1)
