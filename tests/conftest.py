@@ -12,7 +12,34 @@ try:
 except RuntimeError:  # already initialised by an earlier import
     pass
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Records each phase's report on the item (read by _free_tmp_path)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"_report_{report.when}", report)
+
+
+@pytest.fixture(autouse=True)
+def _free_tmp_path(request):
+    """Deletes a passing test's tmp_path as soon as it ends.
+
+    The published-command tests write full-size checkpoints (up to 3.6 GB
+    for the largest YouTube-8M model); kept until the session ends (pytest's
+    default), they add up to more disk than a CI machine may have. A failing
+    test's directory is kept for inspection."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    report = getattr(request.node, "_report_call", None)
+    if report is not None and report.passed:
+        shutil.rmtree(request.node.funcargs["tmp_path"],
+                      ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
