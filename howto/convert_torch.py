@@ -31,17 +31,15 @@ mis-shaped tensor is an error. Checkpoints saved from ``nn.DataParallel``
 Needs PyTorch (CPU is enough): ``pip install 'vidmodels[torch]'``.
 """
 
-import collections.abc
 import json
 import os
 
-from absl import flags
-from absl import logging
 import numpy as np
 import tensorflow as tf
+from absl import flags, logging
 
 from howto.models import ModelConfig, build_model
-from vidcore import cli
+from vidcore import cli, torch_io, training
 from vidcore.errors import UserInputError
 
 CONFIG_FILE = "model_config.json"
@@ -53,33 +51,6 @@ _BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var",
                 "num_batches_tracked")
 SKIPPED_KEYS = tuple(f"{branch}.cg.batch_norm.{suffix}"
                      for branch in _BRANCHES for suffix in _BN_SUFFIXES)
-_WRAPPER_KEYS = ("state_dict", "model")
-_PREFIX = "module."
-
-
-def _import_torch():
-    try:
-        import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise UserInputError(
-            "converting a PyTorch checkpoint needs PyTorch: pip install "
-            "'vidmodels[torch]'") from None
-    return torch
-
-
-def _unwrap(obj, path):
-    """The state dict inside what torch.load returned."""
-    if not isinstance(obj, collections.abc.Mapping):
-        raise UserInputError(
-            f"{path}: expected a PyTorch state dict (a dict of tensors), got "
-            f"{type(obj).__name__}")
-    for key in _WRAPPER_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, collections.abc.Mapping):
-            return inner
-    return obj
-
-
 def read_state_dict(path):
     """Reads a PyTorch HowTo100M checkpoint into numpy arrays.
 
@@ -96,37 +67,9 @@ def read_state_dict(path):
         UserInputError: PyTorch is not installed, the file is missing, is not
             a readable checkpoint or does not hold a dict of tensors.
     """
-    torch = _import_torch()
-    if not tf.io.gfile.exists(path):
-        raise UserInputError(f"PyTorch checkpoint {path} does not exist")
-    try:
-        if "://" in path:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                obj = torch.load(f, map_location="cpu", weights_only=True)
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types for a bad file.
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        raise UserInputError(
-            f"{path}: not a readable PyTorch checkpoint "
-            f"({type(e).__name__}: {first_line})") from e
-    state_dict = _unwrap(obj, path)
-    arrays = {}
-    for name, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            raise UserInputError(
-                f"{path}: entry {name!r} is a {type(value).__name__}, not a "
-                f"tensor; expected a state dict of the HowTo100M model")
-        key = str(name)
-        if key.startswith(_PREFIX):
-            key = key[len(_PREFIX):]
-        if key in arrays:
-            raise UserInputError(
-                f"{path}: tensor {key!r} appears both with and without the "
-                f"'module.' prefix")
-        arrays[key] = value.detach().cpu().float().numpy().astype(
-            np.float32, copy=False)
-    return arrays
+    arrays = torch_io.read_state_dict(
+        path, expected="a state dict of the HowTo100M model")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
 
 
 def _shape_of(state_dict, key, ndim):
@@ -271,20 +214,13 @@ def convert(pth_path, output_dir, max_words=20, keras_file=None):
     cfg = infer_config(state_dict, max_words=max_words)
     model = build_model(cfg)
     skipped = load_into_model(model, state_dict)
-    tf.io.gfile.makedirs(output_dir)
+    path = training.save_model_checkpoint(
+        model, output_dir, keras_file=keras_file,
+        checkpoint_name=CHECKPOINT_NAME)
     with tf.io.gfile.GFile(os.path.join(output_dir, CONFIG_FILE), "w") as f:
         json.dump(cfg.to_dict(), f, indent=2, sort_keys=True)
-    manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model), output_dir, max_to_keep=1,
-        checkpoint_name=CHECKPOINT_NAME)
-    path = manager.save()
     logging.info("Wrote %s (%d tensors loaded, %d skipped)", path,
                  len(state_dict) - len(skipped), len(skipped))
-    if keras_file:
-        parent = os.path.dirname(keras_file)
-        if parent:
-            tf.io.gfile.makedirs(parent)
-        model.save(keras_file)
     return output_dir
 
 

@@ -1,7 +1,12 @@
 """Shared pytest setup: two logical CPU devices for multi-device tests."""
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch's CUDA wheel brings triton, whose import segfaults in a process that
+# has loaded TensorFlow first (torch.optim probes for it). The CPU tests never
+# need it: make `import triton` fail cleanly, which torch handles.
+sys.modules.setdefault("triton", None)
 
 import tensorflow as tf  # noqa: E402
 

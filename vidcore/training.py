@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -55,7 +55,35 @@ class PrereducedSGD(_PrereducedGradients, keras.optimizers.SGD):
     """keras.optimizers.SGD taking cross-replica-summed gradients."""
 
 
-OPTIMIZERS = {"adam": PrereducedAdam, "sgd": PrereducedSGD}
+class TorchSGD(PrereducedSGD):
+    """SGD with momentum as PyTorch computes it (pre-reduced gradients).
+
+    PyTorch keeps ``buf = momentum * buf + g`` and steps ``w -= lr * buf``;
+    Keras folds the rate into the velocity (``v = momentum * v - lr * g``,
+    ``w += v``). The two agree while the rate is constant and differ after
+    each change of it (warm-up, step decay), so recipes ported from PyTorch
+    use this one. Nesterov is not supported.
+    """
+
+    def __init__(self, *args, **kwargs):
+        if kwargs.get("nesterov"):
+            raise ValueError("TorchSGD does not implement nesterov")
+        super().__init__(*args, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = keras.ops.cast(learning_rate, variable.dtype)
+        gradient = keras.ops.cast(gradient, variable.dtype)
+        if self.momentum == 0:
+            self.assign_sub(variable, gradient * learning_rate)
+            return
+        buf = self.momentums[self._get_variable_index(variable)]
+        self.assign(buf, buf * keras.ops.cast(self.momentum, variable.dtype)
+                    + gradient)
+        self.assign_sub(variable, buf * learning_rate)
+
+
+OPTIMIZERS = {"adam": PrereducedAdam, "sgd": PrereducedSGD,
+              "torch_sgd": TorchSGD}
 
 
 def make_optimizer(name, learning_rate, clip_norm=None, loss_scale=False,
@@ -63,7 +91,8 @@ def make_optimizer(name, learning_rate, clip_norm=None, loss_scale=False,
     """Builds the optimizer (inside the strategy scope).
 
     Args:
-        name: 'adam' or 'sgd'.
+        name: 'adam', 'sgd' (Keras' momentum form) or 'torch_sgd'
+            (PyTorch's momentum form).
         learning_rate: float or keras LearningRateSchedule (of optimizer steps).
         clip_norm: clip each gradient tensor to this L2 norm (None: no clip).
         loss_scale: wrap in a dynamic LossScaleOptimizer (mixed_float16).
@@ -105,13 +134,13 @@ class LoopConfig:
 
     train_dir: str
     per_replica_batch_size: int
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     checkpoint_every_steps: int = 1000
     log_every_steps: int = 100
     keep_checkpoints: int = 5
     verbose: bool = True
     keep_worker_checkpoints: bool = False
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: int | None = None
 
 
 def _worker_checkpoint_dir(train_dir, strategy):
@@ -152,6 +181,13 @@ class Trainer:
             every worker after each epoch's checkpoint (needs
             ``config.steps_per_epoch``); the chief logs the scalars to
             TensorBoard under ``eval/``.
+        weight_decay: coupled L2 weight decay as PyTorch's SGD applies it
+            (``weight_decay * w`` added to each gradient before momentum):
+            ``weight_decay / 2 * sum(w**2)`` over all trainable weights
+            (batch-norm gamma/beta and biases included, as in torchvision's
+            recipes) is added to the loss and reported as reg_loss. Keras'
+            own ``weight_decay`` is decoupled (AdamW style), which differs
+            under momentum.
     """
 
     def __init__(self, strategy, config: LoopConfig,
@@ -159,8 +195,10 @@ class Trainer:
                  build_optimizer: Callable[[int], keras.optimizers.Optimizer],
                  per_example_loss: Callable, dataset_fn: Callable,
                  regularization_weight: float = 1.0,
-                 on_epoch_end: Optional[Callable[[int, int], dict]] = None):
+                 on_epoch_end: Callable[[int, int], dict] | None = None,
+                 weight_decay: float = 0.0):
         self.strategy = strategy
+        self.weight_decay = float(weight_decay)
         self.on_epoch_end = on_epoch_end
         self.regularization_weight = float(regularization_weight)
         self.config = config
@@ -206,6 +244,12 @@ class Trainer:
                              for l in self.model.losses])
                    * (self.regularization_weight / self.replicas)
                    if self.model.losses else tf.constant(0.0))
+            if self.weight_decay:
+                squares = tf.add_n([
+                    tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                    for v in self.model.trainable_variables])
+                # Each replica adds its share; the all-reduce sums them.
+                reg += squares * (0.5 * self.weight_decay / self.replicas)
             total = loss + reg
             scaled = (self.optimizer.scale_loss(total)
                       if isinstance(self.optimizer,
@@ -355,3 +399,42 @@ def cleanup_worker_dirs(train_dir):
 def count_trainable_params(model):
     """Number of trainable scalars (batch-norm gamma and beta included)."""
     return int(sum(math.prod(v.shape) for v in model.trainable_weights))
+
+
+def save_model_checkpoint(model, output_dir, keras_file=None,
+                          checkpoint_name="ckpt"):
+    """Writes a model's weights as a training checkpoint (no optimizer),
+    the form :func:`restore_model_weights` reads; used by the weight
+    converters.
+
+    Args:
+        model: the Keras model.
+        output_dir: a new or empty directory (refused if it already holds a
+            checkpoint, so no earlier run is overwritten).
+        keras_file: also save the whole model there (must end in .keras).
+        checkpoint_name: file prefix of the checkpoint.
+
+    Returns:
+        The checkpoint path.
+
+    Raises:
+        ValueError: output_dir holds a checkpoint, or keras_file does not
+            end in .keras.
+    """
+    if keras_file and not keras_file.endswith(".keras"):
+        raise ValueError(f"--keras_file={keras_file} must end in .keras")
+    if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(
+            output_dir):
+        raise ValueError(f"--output_dir={output_dir} already holds a "
+                         "checkpoint; choose an empty or new directory")
+    tf.io.gfile.makedirs(output_dir)
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=model), output_dir, max_to_keep=1,
+        checkpoint_name=checkpoint_name)
+    path = manager.save()
+    if keras_file:
+        parent = os.path.dirname(keras_file)
+        if parent:
+            tf.io.gfile.makedirs(parent)
+        model.save(keras_file)
+    return path

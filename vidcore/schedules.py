@@ -1,0 +1,77 @@
+"""Learning-rate schedules of the published recipes (Keras schedules of the
+optimizer step, serialisable with ``get_config``)."""
+
+import keras
+import tensorflow as tf
+
+WARMUP_METHODS = ("linear", "constant")
+
+
+@keras.saving.register_keras_serializable(package="vidcore")
+class WarmupMultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up, then step decay: torchvision's video-classification schedule.
+
+    The recipe steps PyTorch schedulers once per iteration:
+    ``SequentialLR([LinearLR(start_factor=warmup_factor,
+    total_iters=warmup_steps), MultiStepLR(milestones, gamma)],
+    milestones=[warmup_steps])`` with the MultiStepLR milestones given
+    relative to the end of the warm-up. In closed form, at step t
+    (0-based, the step whose update uses this rate):
+
+        t <  W: lr * (f + (1 - f) * t / W)   ("linear")  or  lr * f
+        t >= W: lr * gamma ** #{m in milestones: t >= m}
+
+    with ``milestones`` in absolute steps (the recipe's epochs times steps
+    per epoch).
+
+    Args:
+        base_learning_rate: the rate after warm-up (already scaled by the
+            number of replicas where the recipe does so).
+        warmup_steps: W (0: no warm-up).
+        warmup_factor: f, the recipe's ``--lr-warmup-decay`` (0.001).
+        warmup_method: "linear" or "constant".
+        milestones: absolute steps at which the rate is multiplied by gamma.
+        gamma: the decay factor (``--lr-gamma``).
+    """
+
+    def __init__(self, base_learning_rate, warmup_steps=0, warmup_factor=0.001,
+                 warmup_method="linear", milestones=(), gamma=0.1):
+        if warmup_method not in WARMUP_METHODS:
+            raise ValueError(
+                f"warmup_method must be one of {WARMUP_METHODS}, got "
+                f"{warmup_method!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"milestones must increase, got {milestones}")
+        self.base_learning_rate = float(base_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+        self.warmup_method = warmup_method
+        self.milestones = [int(m) for m in milestones]
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.constant(self.base_learning_rate, tf.float32)
+        if self.milestones:
+            passed = tf.reduce_sum(tf.cast(
+                step >= tf.constant(self.milestones, tf.float32), tf.float32))
+            decayed = lr * tf.pow(tf.constant(self.gamma, tf.float32), passed)
+        else:
+            decayed = lr
+        if not self.warmup_steps:
+            return decayed
+        f = self.warmup_factor
+        if self.warmup_method == "linear":
+            factor = f + (1.0 - f) * step / float(self.warmup_steps)
+        else:
+            factor = tf.constant(f, tf.float32)
+        return tf.where(step < float(self.warmup_steps), lr * factor, decayed)
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate,
+                "warmup_steps": self.warmup_steps,
+                "warmup_factor": self.warmup_factor,
+                "warmup_method": self.warmup_method,
+                "milestones": list(self.milestones), "gamma": self.gamma}
