@@ -113,3 +113,47 @@ def howto_dim_key(stream):
 def howto_pooled_key(stream):
     """Example key of a clip's pooled feature of one stream."""
     return f"feature/{stream}/pooled"
+
+
+# --------------------------------------------------------------------------- #
+# Raw video (Kinetics-style classification): one `tf.train.SequenceExample`
+# per video, or per segment of a video for CSV inputs with start/end times.
+# Keys are those of DeepMind's DMVR readers and the TF Model Garden video
+# dataloaders (MediaSequence naming), so shards interoperate both ways.
+#   context:
+#     VIDEO_MEDIA_ID          bytes   video id (file stem, or stem plus the
+#                                     segment times for CSV segments)
+#     VIDEO_DATA_PATH         bytes   the source file as given
+#     VIDEO_LABEL_INDEX       int64   [1] class index (absent if unlabelled)
+#     VIDEO_LABEL_STRING      bytes   [1] class name (DMVR's key)
+#     VIDEO_LABEL_TEXT        bytes   [1] class name again (the key some
+#                                     Model Garden readers use)
+#     VIDEO_START_TIMESTAMP   int64   segment start, microseconds
+#     VIDEO_END_TIMESTAMP     int64   segment end, microseconds
+#     VIDEO_FRAME_RATE        float   frames per second of the stored frames
+#     VIDEO_HEIGHT, _WIDTH    int64   stored frame size (short side resized)
+#     VIDEO_FORMAT            bytes   "JPEG"
+#     VIDEO_SOURCE_FRAME_RATE float   the source's own frame rate
+#     VIDEO_SOURCE_DURATION   float   the source's duration, seconds
+#   feature lists:
+#     VIDEO_IMAGE_ENCODED     one bytes feature per frame: the JPEG image
+# --------------------------------------------------------------------------- #
+VIDEO_IMAGE_ENCODED = "image/encoded"
+VIDEO_MEDIA_ID = "clip/media_id"
+VIDEO_DATA_PATH = "clip/data_path"
+VIDEO_LABEL_INDEX = "clip/label/index"
+VIDEO_LABEL_STRING = "clip/label/string"
+VIDEO_LABEL_TEXT = "clip/label/text"
+VIDEO_START_TIMESTAMP = "clip/start/timestamp"
+VIDEO_END_TIMESTAMP = "clip/end/timestamp"
+VIDEO_FRAME_RATE = "image/frame_rate"
+VIDEO_HEIGHT = "image/height"
+VIDEO_WIDTH = "image/width"
+VIDEO_FORMAT = "image/format"
+VIDEO_SOURCE_FRAME_RATE = "clip/source/frame_rate"
+VIDEO_SOURCE_DURATION = "clip/source/duration"
+
+# Kinetics clip normalisation (torchvision video-classification recipe),
+# applied to RGB in [0, 1].
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
