@@ -1012,3 +1012,98 @@ def _format_retrieval_value(column, value):
     if column in ("MedR", "num_queries") and value.is_integer():
         return f"{int(value)}"
     return f"{value:.1f}"
+
+
+def clip_and_video_accuracy(clip_probs, labels, video_index, top_k=(1, 5)):
+    """Clip-level and video-level top-k accuracy (torchvision's
+    video-classification recipe).
+
+    A clip is a top-k hit when its true class ranks among its k best
+    scores; a video's scores are the mean of its clips' softmax
+    probabilities, and it is a hit when its true class ranks among the k
+    best of those means. Vectorised: clips are grouped with ``np.unique``
+    and ``np.add.at``; ranks are counted in blocks of rows.
+
+    Tie rule (the module's, also ``np.argmax``'s and ``tf.math.top_k``'s):
+    classes are ordered by descending score, equal scores by lower class
+    index first. So the rank of the true class y is
+    ``#{c : s_c > s_y} + #{c < y : s_c == s_y}`` and a hit is rank < k.
+    Scores are compared in float64 (float32/float16 inputs exactly); video
+    means are sums in float64 over the video's clips in row order, divided
+    by the clip count.
+
+    Args:
+        clip_probs: float [N, V] per-clip class probabilities (softmax).
+        labels: int [N] true class of each clip, in [0, V); every clip of a
+            video must carry the video's label.
+        video_index: int [N] the video each clip belongs to (any integers,
+            e.g. ``evaluation_dataset``'s positions; drop padding rows with
+            the mask first).
+        top_k: the k values to report.
+
+    Returns:
+        dict with "clip_acc@k" and "video_acc@k" in percent for every k in
+        ``top_k``, and "num_clips", "num_videos".
+
+    Raises:
+        ValueError: on mismatched shapes, labels outside [0, V), or a video
+            whose clips carry different labels (naming the video).
+    """
+    probs = np.asarray(clip_probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    video_index = np.asarray(video_index)
+    if probs.ndim != 2:
+        raise ValueError(f"clip_probs must be [num_clips, num_classes], got "
+                         f"shape {probs.shape}")
+    num_clips, num_classes = probs.shape
+    if labels.shape != (num_clips,) or video_index.shape != (num_clips,):
+        raise ValueError(
+            f"labels {labels.shape} and video_index {video_index.shape} must "
+            f"both have shape ({num_clips},) like clip_probs' rows")
+    labels = labels.astype(np.int64)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise ValueError(f"labels outside [0, {num_classes}): "
+                         f"{np.unique(labels[bad])[:5].tolist()}")
+    ks = tuple(int(k) for k in top_k)
+    if any(k < 1 for k in ks):
+        raise ValueError(f"top_k values must be >= 1, got {ks}")
+
+    videos, inverse = np.unique(video_index, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    num_videos = len(videos)
+    video_labels = np.full(num_videos, -1, np.int64)
+    video_labels[inverse] = labels  # any clip's label; checked next
+    conflict = video_labels[inverse] != labels
+    if conflict.any():
+        first = int(video_index[np.argmax(conflict)])
+        raise ValueError(f"clips of video {first} carry different labels: "
+                         f"{np.unique(labels[video_index == first]).tolist()}")
+    sums = np.zeros((num_videos, num_classes), np.float64)
+    np.add.at(sums, inverse, probs)
+    video_scores = sums / np.bincount(inverse, minlength=num_videos)[:, None]
+
+    def ranks(scores, truth):
+        out = np.empty(len(truth), np.int64)
+        classes = np.arange(scores.shape[1])
+        for lo in range(0, len(truth), _EVAL_CHUNK_ROWS):
+            block = scores[lo:lo + _EVAL_CHUNK_ROWS]
+            y = truth[lo:lo + _EVAL_CHUNK_ROWS]
+            true_score = block[np.arange(len(y)), y][:, None]
+            ahead = (block > true_score) | (
+                (block == true_score) & (classes[None, :] < y[:, None]))
+            out[lo:lo + _EVAL_CHUNK_ROWS] = ahead.sum(axis=1)
+        return out
+
+    clip_rank = ranks(probs, labels)
+    video_rank = ranks(video_scores, video_labels)
+    result = {}
+    for k in ks:
+        result[f"clip_acc@{k}"] = (100.0 * float(np.mean(clip_rank < k))
+                                   if num_clips else 0.0)
+    for k in ks:
+        result[f"video_acc@{k}"] = (100.0 * float(np.mean(video_rank < k))
+                                    if num_videos else 0.0)
+    result["num_clips"] = int(num_clips)
+    result["num_videos"] = int(num_videos)
+    return result

@@ -1,0 +1,388 @@
+"""tf.data readers of raw-video TFRecords (Kinetics-style classification).
+
+Records: one ``tf.train.SequenceExample`` per video (layout and keys in
+``input_pipeline.features``, "Raw video"): the feature list
+``image/encoded`` holds one JPEG per stored frame, the context the video id,
+the class index and the stored frame rate.
+
+Sampling follows torchvision's video-classification recipe (see
+``vidcore.video`` for the exact rules): frames are resampled to
+``frame_rate``; training draws ``clips_per_video`` distinct random clips of
+``clip_len`` consecutive frames per video (every start is a candidate), and
+evaluation takes ``clips_per_video`` evenly spaced clips. Videos shorter
+than one clip are kept and padded with their last frame (torchvision drops
+them); a video without frames is an error naming it.
+
+Only the frames of the sampled clips are decoded: the reader gathers the
+JPEG strings of the clips' frames first and decodes each distinct frame
+once (clips of a video may overlap), then resizes them to ``resize``, crops
+(random in training, centre in evaluation), flips (training) and
+normalises with ``mean`` / ``std``.
+
+Element structure (channels last):
+
+* training: ``(clips float32 [B, T, crop, crop, 3], labels int32 [B])``;
+* evaluation: ``(clips, labels, video_index int64 [B], mask bool [B])``,
+  every video exactly once, in file order, ``clips_per_video`` consecutive
+  rows per video, padded to full batches (padding rows have mask False and
+  video_index -1); ``video_ids(files)[video_index]`` is the video's id.
+
+Corrupt data: a truncated or corrupt shard is an error naming the shard
+(``records.checked_records``); a record that does not parse, has no frames,
+has frames that are not JPEG images or lacks a label in training is an error
+naming the shard, the record number and the video id. (A JPEG whose
+entropy-coded data is damaged is reported by TensorFlow's decoder without
+the record's name.)
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from input_pipeline import features as keys
+from input_pipeline import records
+from vidcore import video as video_ops
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass
+class VideoClipConfig:
+    """How clips are sampled and transformed.
+
+    Attributes:
+        clip_len: frames per clip.
+        frame_rate: frames per second of the clips (frames are resampled
+            from the stored rate); None keeps the stored rate.
+        clips_per_video: training: at most this many distinct random clips
+            per video and pass; evaluation: this many uniform clips.
+        resize: (height, width) every frame is resized to.
+        crop_size: side of the square crop (random in training, centre in
+            evaluation).
+        mean, std: per-channel normalisation of RGB in [0, 1].
+        flip: random horizontal flips in training (p = 0.5 per clip).
+        antialias: antialiased resizing (False: the recipe's plain
+            bilinear).
+    """
+
+    clip_len: int = 16
+    frame_rate: float | None = 15.0
+    clips_per_video: int = 5
+    resize: tuple[int, int] = (128, 171)
+    crop_size: int = 112
+    mean: tuple[float, ...] = video_ops.KINETICS_MEAN
+    std: tuple[float, ...] = video_ops.KINETICS_STD
+    flip: bool = True
+    antialias: bool = False
+
+    def __post_init__(self):
+        self.resize = tuple(int(s) for s in self.resize)
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+        if self.clip_len < 1 or self.clips_per_video < 1:
+            raise ValueError(
+                f"clip_len ({self.clip_len}) and clips_per_video "
+                f"({self.clips_per_video}) must be positive")
+        if len(self.resize) != 2:
+            raise ValueError(f"resize must be (height, width), got "
+                             f"{self.resize}")
+        if self.crop_size > min(self.resize):
+            raise ValueError(f"crop_size {self.crop_size} does not fit in "
+                             f"resize {self.resize}")
+        if self.frame_rate is not None and self.frame_rate < 0:
+            raise ValueError(f"frame_rate must be positive or None, got "
+                             f"{self.frame_rate}")
+
+
+# --------------------------------------------------------------------------- #
+# Parsing.
+# --------------------------------------------------------------------------- #
+def parse_video(serialized, name=None):
+    """Parses one raw-video record without decoding any frame.
+
+    Args:
+        serialized: scalar tf.string, a SequenceExample.
+        name: optional scalar string naming the record in parse errors
+            (e.g. "shard:record 3", as ``records.checked_records`` gives).
+
+    Returns:
+        dict: "jpegs" string [T], "label" int32 (-1 when the record has
+        none), "media_id" string, "frame_rate" float32 (the stored rate, 0
+        when absent), "num_frames" int32.
+    """
+    context = {
+        keys.VIDEO_MEDIA_ID: tf.io.FixedLenFeature([], tf.string,
+                                                   default_value=""),
+        keys.VIDEO_LABEL_INDEX: tf.io.FixedLenFeature([], tf.int64,
+                                                      default_value=-1),
+        keys.VIDEO_FRAME_RATE: tf.io.FixedLenFeature([], tf.float32,
+                                                     default_value=0.0),
+    }
+    sequence = {keys.VIDEO_IMAGE_ENCODED: tf.io.FixedLenSequenceFeature(
+        [], tf.string, allow_missing=True)}
+    ctx, seq = tf.io.parse_single_sequence_example(
+        serialized, context_features=context, sequence_features=sequence,
+        example_name=name)
+    jpegs = seq[keys.VIDEO_IMAGE_ENCODED]
+    return {
+        "jpegs": jpegs,
+        "label": tf.cast(ctx[keys.VIDEO_LABEL_INDEX], tf.int32),
+        "media_id": ctx[keys.VIDEO_MEDIA_ID],
+        "frame_rate": ctx[keys.VIDEO_FRAME_RATE],
+        "num_frames": tf.size(jpegs, out_type=tf.int32),
+    }
+
+
+def _describe(name, media_id):
+    """"<shard>:record <i> (id <media_id>)" for error messages."""
+    return tf.strings.join([name, " (id ", media_id, ")"])
+
+
+def _decoded_clips(video, indices, cfg, where, make_clips):
+    """Decodes each distinct frame of ``indices`` [C, T] once, resizes and
+    hands the frames to ``make_clips(frames, local)`` (local: int32 [C, T]
+    indices into frames).
+
+    Frames already stored at ``cfg.resize`` are not resized (torchvision
+    returns them unchanged too) and stay uint8 through ``make_clips``'s
+    gathers and crops, which then move a quarter of the bytes; otherwise
+    ``make_clips`` gets float32 frames in [0, 1]. Either way it must return
+    float32 clips (``video_ops.normalize`` converts uint8 as ``x / 255``).
+    """
+    flat = tf.reshape(indices, [-1])  # [C*T]
+    unique, local = tf.unique(flat)
+    local = tf.reshape(local, tf.shape(indices))  # [C, T]
+    frames = video_ops.decode_frames(tf.gather(video["jpegs"], unique),
+                                     where)  # [U, H, W, 3] uint8
+    shape = tf.shape(frames)
+    height, width = cfg.resize
+    stored_size = tf.logical_and(tf.equal(shape[1], height),
+                                 tf.equal(shape[2], width))
+    return tf.cond(
+        stored_size, lambda: make_clips(frames, local),
+        lambda: make_clips(video_ops.resize(frames, cfg.resize,
+                                            cfg.antialias), local))
+
+
+def _target_rate(cfg):
+    return None if cfg.frame_rate is None else float(cfg.frame_rate)
+
+
+def training_clips(video, name, seed, cfg):
+    """Random clips of one parsed video, transformed for training.
+
+    Args:
+        video: output of :func:`parse_video`.
+        name: scalar string naming the record (for errors).
+        seed: int64 [2] stateless seed of this video and pass.
+        cfg: VideoClipConfig.
+
+    Returns:
+        (clips float32 [C, clip_len, crop, crop, 3], labels int32 [C]) with
+        C = min(candidate clips, clips_per_video).
+    """
+    where = _describe(name, video["media_id"])
+    check = tf.debugging.Assert(
+        video["label"] >= 0,
+        ["training record has no class index", keys.VIDEO_LABEL_INDEX,
+         "or a negative one:", where])
+    sample_seed, crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=3))
+    with tf.control_dependencies([check]):
+        indices = video_ops.clip_indices(
+            video["num_frames"], cfg.clip_len, cfg.clips_per_video,
+            "random", video["frame_rate"], _target_rate(cfg), sample_seed,
+            where)  # [C, T]
+    size = cfg.crop_size
+
+    def make_clips(frames, local):
+        def one_clip(c):
+            clip = tf.gather(frames, local[c])  # [T, h, w, 3]
+            clip = video_ops.random_crop(
+                clip, size,
+                tf.random.experimental.stateless_fold_in(crop_seed, c))
+            if cfg.flip:
+                clip = video_ops.random_flip(
+                    clip,
+                    tf.random.experimental.stateless_fold_in(flip_seed, c))
+            return clip
+
+        clips = tf.map_fn(one_clip, tf.range(tf.shape(local)[0]),
+                          fn_output_signature=tf.TensorSpec(
+                              [cfg.clip_len, size, size, 3], frames.dtype))
+        return video_ops.normalize(clips, cfg.mean, cfg.std)
+
+    clips = _decoded_clips(video, indices, cfg, where, make_clips)
+    num_clips = tf.shape(indices)[0]
+    return clips, tf.fill([num_clips], video["label"])
+
+
+def evaluation_clips(video, name, cfg):
+    """Uniform clips of one parsed video, transformed for evaluation.
+
+    Returns:
+        (clips float32 [clips_per_video, clip_len, crop, crop, 3],
+        labels int32 [clips_per_video]).
+    """
+    where = _describe(name, video["media_id"])
+    indices = video_ops.clip_indices(
+        video["num_frames"], cfg.clip_len, cfg.clips_per_video, "uniform",
+        video["frame_rate"], _target_rate(cfg), video_id=where)  # [K, T]
+
+    def make_clips(frames, local):
+        frames = video_ops.center_crop(frames, cfg.crop_size)  # [U, c, c, 3]
+        clips = tf.gather(frames, local)  # [K, T, crop, crop, 3]
+        return video_ops.normalize(clips, cfg.mean, cfg.std)
+
+    clips = _decoded_clips(video, indices, cfg, where, make_clips)
+    return clips, tf.fill([cfg.clips_per_video], video["label"])
+
+
+# --------------------------------------------------------------------------- #
+# Record streams.
+# --------------------------------------------------------------------------- #
+def _size_table(files):
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(files)),
+            tf.constant(records.file_sizes(files), tf.int64)),
+        default_value=-1)
+
+
+def _ordered_records(files):
+    """(serialized, name) of every record, shard after shard in the given
+    order, each shard integrity-checked."""
+    table = _size_table(files)
+    return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
+        lambda path: records.checked_records(path, table.lookup(path)))
+
+
+def _video_seed(seed, name, file_pass):
+    """Stateless seed of one video in one pass over its shard: the run's
+    seed and a hash of (record name, pass number), so the clips drawn do
+    not depend on the order in which parallel reads deliver records."""
+    key = tf.strings.join([name, "#", tf.strings.as_string(file_pass)])
+    digest = tf.strings.to_hash_bucket_fast(key, 2 ** 62)
+    return tf.stack([tf.constant(seed, tf.int64), digest])
+
+
+def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
+                     shuffle_buffer=64, clip_shuffle_buffer=None,
+                     deterministic=False):
+    """Shuffled, repeated batches of training clips.
+
+    Shards are shuffled per pass and split between input pipelines
+    (``records.training_file_dataset``), read interleaved, and the videos
+    shuffled; each video yields up to ``clips_per_video`` random clips
+    (decode + resize + random crop + flip + normalise), the clips are
+    shuffled again and batched.
+
+    Args:
+        files: shard paths.
+        cfg: VideoClipConfig.
+        batch_size: clips per batch (per replica).
+        input_context: tf.distribute.InputContext (per-worker sharding).
+        seed: seed of the shard/record/clip shuffles and of the clip
+            sampling and augmentation (stateless: each video's clips depend
+            on the seed, the record and the pass over its shard).
+        shuffle_buffer: videos (serialized records, i.e. their JPEG bytes:
+            about 1-3 MB for 10 s of 128-pixel frames) in the shuffle
+            buffer; the first batch waits until it is full.
+        clip_shuffle_buffer: clips in the clip shuffle buffer (each
+            ``clip_len x crop x crop x 3`` float32, 2.4 MB at 16x112x112);
+            default ``max(2 * batch_size, 4 * clips_per_video)``.
+        deterministic: keep a fixed element order at the cost of some
+            parallelism (then the batches are reproducible with ``seed``).
+
+    Returns:
+        tf.data.Dataset of (float32 [batch_size, clip_len, crop, crop, 3],
+        int32 [batch_size]).
+    """
+    files = list(files)
+    if clip_shuffle_buffer is None:
+        clip_shuffle_buffer = max(2 * batch_size, 4 * cfg.clips_per_video)
+    table = _size_table(files)
+    paths = records.training_file_dataset(files, input_context, seed)
+
+    def per_file(file_pass, path):
+        return records.checked_records(path, table.lookup(path)).map(
+            lambda serialized, name: (serialized, name, file_pass))
+
+    ds = paths.enumerate().interleave(
+        per_file, cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.shuffle(shuffle_buffer, seed=seed)
+
+    def make(serialized, name, file_pass):
+        video = parse_video(serialized, name)
+        return training_clips(video, name,
+                              _video_seed(seed, name, file_pass), cfg)
+
+    ds = ds.map(make, num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
+    ds = ds.unbatch()
+    ds = ds.shuffle(clip_shuffle_buffer, seed=seed + 1)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def evaluation_dataset(files, cfg, batch_size):
+    """Every video once, in file order, as padded batches of uniform clips.
+
+    Args:
+        files: shard paths (the order defines ``video_index``).
+        cfg: VideoClipConfig (``flip`` is ignored).
+        batch_size: clips per batch.
+
+    Returns:
+        tf.data.Dataset of (clips float32 [batch_size, clip_len, crop, crop,
+        3], labels int32 [batch_size], video_index int64 [batch_size], mask
+        bool [batch_size]); each video gives ``clips_per_video`` consecutive
+        rows; padding rows have mask False, label 0 and video_index -1.
+    """
+    ds = _ordered_records(files).enumerate()
+
+    def make(index, serialized, name):
+        clips, labels = evaluation_clips(parse_video(serialized, name), name,
+                                         cfg)
+        return clips, labels, tf.fill([cfg.clips_per_video], index)
+
+    ds = ds.map(lambda index, record: make(index, *record),
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.unbatch().batch(batch_size)
+
+    def pad(clips, labels, video_index):
+        (clips, labels, video_index), mask = records.pad_batch(
+            (clips, labels, video_index), batch_size)
+        video_index = tf.where(mask, video_index, tf.constant(-1, tf.int64))
+        return clips, labels, video_index, mask
+
+    return ds.map(pad, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def video_ids(files):
+    """Media ids of the videos in ``evaluation_dataset`` order.
+
+    Returns:
+        list of str; ``video_ids(files)[video_index]`` names a video.
+    """
+    context = {keys.VIDEO_MEDIA_ID: tf.io.FixedLenFeature(
+        [], tf.string, default_value="")}
+
+    def media_id(serialized, name):
+        ctx, _ = tf.io.parse_single_sequence_example(
+            serialized, context_features=context, example_name=name)
+        return ctx[keys.VIDEO_MEDIA_ID]
+
+    ds = _ordered_records(files).map(media_id, num_parallel_calls=AUTOTUNE,
+                                     deterministic=True).batch(1024)
+    return [v.decode("utf-8") for batch in ds.as_numpy_iterator()
+            for v in batch]
+
+
+def num_videos(files):
+    """Videos in the shards: from the converters' manifests when they list
+    every shard, else by counting records."""
+    files = list(files)
+    count = records.manifest_record_count(files)
+    return records.count_records(files) if count is None else count
