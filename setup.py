@@ -16,9 +16,10 @@ setup(
     packages=find_packages(
         include=["vidcore", "vidcore.*", "input_pipeline", "input_pipeline.*",
                  "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*",
-                 "howto", "howto.*"]),
+                 "howto", "howto.*", "kinetics", "kinetics.*"]),
     include_package_data=True,
-    package_data={"yt8m": ["data/*.csv"], "howto": ["data/*"]},
+    package_data={"yt8m": ["data/*.csv"], "howto": ["data/*"],
+                  "kinetics": ["data/clips/*", "data/clips/*/*"]},
     # TensorFlow itself comes from an extra: the CPU wheel and the CUDA wheel
     # both provide the `tensorflow` module and must not be installed together.
     install_requires=[
@@ -39,8 +40,14 @@ setup(
         # extra pins pandas<2.4. 2.69 is the first release that accepts
         # protobuf 6 (TensorFlow 2.21 needs protobuf>=6.31.1).
         "beam": ["apache-beam>=2.69,<3"],
-        # Reading the authors' PyTorch checkpoints (howto.convert_torch).
-        "torch": ["torch>=2.1"],
+        # Video decoding for tfrecord_tools.video_writer: PyAV bundles its
+        # own FFmpeg libraries.
+        "video": ["av>=12"],
+        # Reading PyTorch checkpoints (howto.convert_torch,
+        # kinetics.convert_torchvision) and the torchvision parity tests.
+        # On x86_64 Linux with Python 3.11 the pair that imports together
+        # is torch 2.14.1 + torchvision 0.29.1 (a CUDA build, ~5.5 GB).
+        "torch": ["torch>=2.1", "torchvision>=0.16"],
     },
     entry_points={
         "console_scripts": [
@@ -59,6 +66,11 @@ setup(
             "howto-demo=howto.demo:run",
             "howto-write-tfrecords=tfrecord_tools.howto_writer:run",
             "howto-write-eval-sets=tfrecord_tools.howto_eval_sets:run",
+            "kinetics-train=kinetics.train:run",
+            "kinetics-eval=kinetics.eval:run",
+            "kinetics-convert-torchvision=kinetics.convert_torchvision:run",
+            "kinetics-demo=kinetics.demo:run",
+            "video-write-tfrecords=tfrecord_tools.video_writer:run",
         ]
     },
 )
