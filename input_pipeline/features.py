@@ -152,8 +152,3 @@ VIDEO_WIDTH = "image/width"
 VIDEO_FORMAT = "image/format"
 VIDEO_SOURCE_FRAME_RATE = "clip/source/frame_rate"
 VIDEO_SOURCE_DURATION = "clip/source/duration"
-
-# Kinetics clip normalisation (torchvision video-classification recipe),
-# applied to RGB in [0, 1].
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
