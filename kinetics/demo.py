@@ -37,7 +37,7 @@ TRAIN_SHARE = 0.6
 FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
 flags.DEFINE_string("workdir", "demo_out/kinetics",
                     "Where data, models and results go.", flag_values=FLAGS)
-flags.DEFINE_integer("epochs", 5, "Training epochs.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 12, "Training epochs.", flag_values=FLAGS)
 flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
 
@@ -104,17 +104,17 @@ def main(argv):
         cli.run_step(
             ["-m", "tfrecord_tools.video_writer", f"--csv={csvs[split]}",
              f"--label_map={csvs['label_map']}", "--fps=15",
-             "--short_side=64", f"--output_dir={os.path.join(data, split)}",
+             "--short_side=40", f"--output_dir={os.path.join(data, split)}",
              f"--prefix={split}", "--num_shards=2",
              f"--num_workers={workers}"],
             log, tail=2)
     epochs = 1 if FLAGS.quick else FLAGS.epochs
     cli.run_step(
         ["-m", "kinetics.train", f"--data_path={data}",
-         "--model=r2plus1d_18", "--clip_len=8", "--resize=64,85",
-         "--crop_size=56", "--clips_per_video=4", "--batch_size=8",
+         "--model=r2plus1d_18", "--clip_len=8", "--resize=40,53",
+         "--crop_size=32", "--clips_per_video=4", "--batch_size=8",
          f"--epochs={epochs}", "--lr=0.02", "--lr_warmup_epochs=1",
-         f"--lr_milestones={max(epochs - 1, 1)}", "--print_freq=5",
+         f"--lr_milestones={max(epochs - 3, 1)}", "--print_freq=10",
          f"--output_dir={run_dir}"],
         log, tail=6)
     cli.run_step(
