@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from vidcore.backbones import s3d as s3d_lib
+from vidcore.backbones import torch_weights
 
 TOL = 1e-4  # logits at 14 x 224 x 224 (measured ~1e-5)
 # Small clips leave few positions per channel in the last blocks, which
@@ -152,7 +153,7 @@ def _random_state_dict(model, rng):
     for layer in model.layers:
         if not layer.weights:
             continue
-        for key, shape, _ in s3d_lib._weight_plan(layer):
+        for key, shape, _ in torch_weights.weight_plan(layer, s3d_lib._torch_path(layer)):
             if ".bn" in key:  # batch norm
                 low, high = {"weight": (0.5, 1.0), "bias": (0.5, 1.5),
                              "running_mean": (-0.1, 0.1),
@@ -384,7 +385,7 @@ def test_loader_copies_every_weight(s3d_pair):
                                   state["classifier.1.bias"])
     wanted = {k for k in state if not k.endswith("num_batches_tracked")}
     planned = {key for layer in model.layers if layer.weights
-               for key, _, _ in s3d_lib._weight_plan(layer)}
+               for key, _, _ in torch_weights.weight_plan(layer, s3d_lib._torch_path(layer))}
     assert planned == wanted
 
 

@@ -27,6 +27,7 @@ the public torchvision Kinetics-400 weights one to one.
 import keras
 import numpy as np
 
+from vidcore.backbones import torch_weights
 from vidcore.backbones.padding import conv3d
 
 BN_MOMENTUM = 0.9  # PyTorch BatchNorm3d momentum 0.1
@@ -266,54 +267,6 @@ def _torch_path(layer_name):
     return layer_name.replace("_", ".")
 
 
-def _conv_kernel(array):
-    # torch [out, in, t, h, w] -> keras [t, h, w, in, out]
-    return np.transpose(array, (2, 3, 4, 1, 0))
-
-
-def _dense_kernel(array):
-    # torch [out, in] -> keras [in, out]
-    return np.transpose(array, (1, 0))
-
-
-def _identity(array):
-    return array
-
-
-def _weight_plan(layer):
-    """[(torch key, torch-layout shape, to-keras function)] in the order of
-    ``layer.get_weights()``."""
-    prefix = _torch_path(layer.name)
-    if isinstance(layer, keras.layers.Conv3D):
-        kernel_shape = tuple(layer.kernel.shape)  # [t, h, w, in, out]
-        plan = [(f"{prefix}.weight",
-                 (kernel_shape[4], kernel_shape[3]) + kernel_shape[:3],
-                 _conv_kernel)]
-        if layer.use_bias:
-            plan.append((f"{prefix}.bias", tuple(layer.bias.shape),
-                         _identity))
-        return plan
-    if isinstance(layer, keras.layers.BatchNormalization):
-        if not (layer.scale and layer.center):
-            raise ValueError(
-                f"batch norm {layer.name!r} must have scale and center to "
-                "hold torchvision weights")
-        shape = tuple(layer.gamma.shape)
-        return [(f"{prefix}.{suffix}", shape, _identity) for suffix in
-                ("weight", "bias", "running_mean", "running_var")]
-    if isinstance(layer, keras.layers.Dense):
-        kernel_shape = tuple(layer.kernel.shape)  # [in, out]
-        plan = [(f"{prefix}.weight", kernel_shape[::-1], _dense_kernel)]
-        if layer.use_bias:
-            plan.append((f"{prefix}.bias", tuple(layer.bias.shape),
-                         _identity))
-        return plan
-    raise ValueError(
-        f"layer {layer.name!r} ({type(layer).__name__}) has weights but no "
-        "torchvision counterpart; load_torchvision_weights expects a model "
-        "built by vidcore.backbones.resnet3d")
-
-
 def load_torchvision_weights(model, state_dict, skip_top=False):
     """Copies a torchvision VideoResNet state dict into ``model``.
 
@@ -334,47 +287,6 @@ def load_torchvision_weights(model, state_dict, skip_top=False):
         ValueError: listing every missing key, unexpected key and shape
             mismatch (name, expected torch-layout shape, got) at once.
     """
-    arrays = {key: np.asarray(value) for key, value in state_dict.items()
-              if not key.endswith(".num_batches_tracked")}
-    is_top = (lambda key: key.startswith("fc.")) if skip_top else (
-        lambda key: False)
-    assignments = []  # (layer, [keras-layout arrays])
-    used, missing, mismatched = set(), [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if skip_top and layer.name == "fc":
-            continue
-        values = []
-        for key, shape, to_keras in _weight_plan(layer):
-            if key not in arrays:
-                missing.append(key)
-                continue
-            used.add(key)
-            got = tuple(arrays[key].shape)
-            if got != tuple(shape):
-                mismatched.append((key, tuple(shape), got))
-                continue
-            values.append(to_keras(arrays[key]))
-        assignments.append((layer, values))
-    unexpected = sorted(k for k in arrays if k not in used and not is_top(k))
-    if missing or unexpected or mismatched:
-        lines = ["cannot load the torchvision state dict into model "
-                 + f"{model.name!r}:"]
-        if missing:
-            lines.append("missing keys: " + ", ".join(missing))
-        if unexpected:
-            lines.append("unexpected keys: " + ", ".join(unexpected))
-        for key, expected, got in mismatched:
-            lines.append(f"shape mismatch for {key}: expected "
-                         f"{expected} (torch layout), got {got}")
-        if any(k.startswith("fc.") for k in unexpected) or any(
-                k.startswith("fc.") for k, _, _ in mismatched):
-            lines.append("(to leave the classification head out, pass "
-                         "skip_top=True)")
-        raise ValueError("\n".join(lines))
-    for layer, values in assignments:
-        layer.set_weights([
-            value.astype(current.dtype, copy=False)
-            for value, current in zip(values, layer.get_weights())])
-    return model
+    return torch_weights.load_state_dict(
+        model, state_dict, lambda layer: _torch_path(layer.name), top="fc.",
+        skip_top=skip_top)

@@ -36,6 +36,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from vidcore.backbones import torch_weights
 from vidcore.backbones.padding import conv3d
 
 # torchvision S3D: BatchNorm3d(eps=0.001, momentum=0.001).
@@ -567,51 +568,6 @@ def _torch_path(layer):
     return path
 
 
-def _conv_kernel(array):
-    # torch [out, in, t, h, w] -> keras [t, h, w, in, out]
-    return np.transpose(array, (2, 3, 4, 1, 0))
-
-
-def _dense_kernel(array):
-    # torch [out, in] -> keras [in, out]
-    return np.transpose(array, (1, 0))
-
-
-def _identity(array):
-    return array
-
-
-def _weight_plan(layer):
-    """[(torch key, torch-layout shape, to-keras function)] in the order of
-    ``layer.get_weights()``."""
-    prefix = _torch_path(layer)
-    if isinstance(layer, keras.layers.Conv3D):
-        kernel_shape = tuple(layer.kernel.shape)  # [t, h, w, in, out]
-        plan = [(f"{prefix}.weight",
-                 (kernel_shape[4], kernel_shape[3]) + kernel_shape[:3],
-                 _conv_kernel)]
-        if layer.use_bias:
-            plan.append((f"{prefix}.bias", tuple(layer.bias.shape),
-                         _identity))
-        return plan
-    if isinstance(layer, keras.layers.BatchNormalization):
-        if not (layer.scale and layer.center):
-            raise ValueError(
-                f"batch norm {layer.name!r} must have scale and center to "
-                "hold PyTorch weights")
-        shape = tuple(layer.gamma.shape)
-        return [(f"{prefix}.{suffix}", shape, _identity) for suffix in
-                ("weight", "bias", "running_mean", "running_var")]
-    if isinstance(layer, (keras.layers.Dense, SelfGating)):
-        kernel_shape = tuple(layer.kernel.shape)  # [in, out]
-        return [(f"{prefix}.weight", kernel_shape[::-1], _dense_kernel),
-                (f"{prefix}.bias", tuple(layer.bias.shape), _identity)]
-    raise ValueError(
-        f"layer {layer.name!r} ({type(layer).__name__}) has weights but no "
-        "PyTorch counterpart; load_torchvision_weights expects a model "
-        "built by vidcore.backbones.s3d")
-
-
 def load_torchvision_weights(model, state_dict, skip_top=False):
     """Copies a PyTorch S3D / S3D-G state dict into ``model``.
 
@@ -650,48 +606,6 @@ def load_torchvision_weights(model, state_dict, skip_top=False):
         raise ValueError(
             f"model {model.name!r} was not built by vidcore.backbones.s3d "
             "(no layer 'features_0_0_0' or 'conv_2b_conv1')")
-    arrays = {key: np.asarray(value) for key, value in state_dict.items()
-              if not key.endswith(".num_batches_tracked")
-              and not key.startswith(ignored)}
-    assignments = []  # (layer, [keras-layout arrays])
-    used, missing, mismatched = set(), [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        plan = _weight_plan(layer)
-        if skip_top and plan[0][0].startswith(top):
-            continue
-        values = []
-        for key, shape, to_keras in plan:
-            if key not in arrays:
-                missing.append(key)
-                continue
-            used.add(key)
-            got = tuple(arrays[key].shape)
-            if got != tuple(shape):
-                mismatched.append((key, tuple(shape), got))
-                continue
-            values.append(to_keras(arrays[key]))
-        assignments.append((layer, values))
-    unexpected = sorted(
-        key for key in arrays
-        if key not in used and not (skip_top and key.startswith(top)))
-    if missing or unexpected or mismatched:
-        lines = [(f"cannot load the PyTorch state dict into model "
-                  f"{model.name!r}:")]
-        if missing:
-            lines.append("missing keys: " + ", ".join(missing))
-        if unexpected:
-            lines.append("unexpected keys: " + ", ".join(unexpected))
-        for key, expected, got in mismatched:
-            lines.append(f"shape mismatch for {key}: expected "
-                         f"{expected} (torch layout), got {got}")
-        if any(key.startswith(top) for key in unexpected) or any(
-                key.startswith(top) for key, _, _ in mismatched):
-            lines.append("(to leave the head out, pass skip_top=True)")
-        raise ValueError("\n".join(lines))
-    for layer, values in assignments:
-        layer.set_weights([
-            value.astype(current.dtype, copy=False)
-            for value, current in zip(values, layer.get_weights())])
-    return model
+    return torch_weights.load_state_dict(
+        model, state_dict, _torch_path, top=top, skip_top=skip_top,
+        ignored=ignored)
