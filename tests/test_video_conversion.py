@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import features as F
-from tfrecord_tools import cli, conversion
+from tfrecord_tools import cli, conversion, video_decode
 from tfrecord_tools import video_writer as vw
 
 av = pytest.importorskip("av")
@@ -186,8 +186,8 @@ def test_resampling_picks_last_frame_at_or_before_each_time(name, fps, start,
     clip = vw.decode_clip(path, settings, start, end)
     times = source_frames(path)
     indices = expected_indices(times, Fr(fps),
-                               vw.exact(start) if start else 0,
-                               vw.exact(end) if end else None)
+                               video_decode.exact(start) if start else 0,
+                               video_decode.exact(end) if end else None)
     assert len(clip.frames) == len(indices)
     height, width = SIZES_128[name]
     assert (clip.height, clip.width) == (height, width)
