@@ -71,8 +71,14 @@ flags.DEFINE_integer("checkpoint_every_steps", 1000,
                      flag_values=FLAGS)
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.",
                      flag_values=FLAGS)
-flags.DEFINE_integer("shuffle_buffer", 1000, "Clips in the shuffle buffer.",
-                     flag_values=FLAGS)
+flags.DEFINE_integer(
+    "shuffle_buffer", 256,
+    "Videos (their JPEG frames, ~1-3 MB each) in the record shuffle buffer.",
+    flag_values=FLAGS)
+flags.DEFINE_integer(
+    "clip_shuffle_buffer", 0,
+    "Decoded clips in the clip shuffle buffer (2.4 MB each at 16x112x112; "
+    "0: max(2 x batch, 4 x clips_per_video)).", flag_values=FLAGS)
 flags.DEFINE_bool("eval_each_epoch", True,
                   "Evaluate on --val_dir after every epoch (when it exists).",
                   flag_values=FLAGS)
@@ -220,7 +226,9 @@ def main(argv):
         return reader.training_dataset(
             train_files, clip_cfg, ctx.get_per_replica_batch_size(
                 global_batch), input_context=ctx, seed=FLAGS.seed + seed,
-            shuffle_buffer=FLAGS.shuffle_buffer).with_options(options)
+            shuffle_buffer=FLAGS.shuffle_buffer,
+            clip_shuffle_buffer=FLAGS.clip_shuffle_buffer or None,
+        ).with_options(options)
 
     def per_example_loss(labels, logits):
         return keras.losses.sparse_categorical_crossentropy(
