@@ -84,3 +84,23 @@ def conv3d(x, filters, kernel_size, strides=(1, 1, 1), padding=(0, 0, 0),
         filters, kernel_size, strides=strides, padding="valid",
         use_bias=use_bias, kernel_initializer=kernel_initializer,
         data_format="channels_last", name=name)(x)
+
+
+def check_input_shape(input_shape, name):
+    """The (T, H, W, C) clip shape of a backbone's input, checked: channels
+    known, T/H/W None or positive. Raises ValueError naming the model."""
+    shape = tuple(input_shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{name}: input_shape must be (T, H, W, C) (channels last, "
+            f"without the batch axis), got {input_shape!r}")
+    if shape[-1] is None or int(shape[-1]) < 1:
+        raise ValueError(
+            f"{name}: the channel axis of input_shape must be known, got "
+            f"{input_shape!r}")
+    for axis, size in zip("THW", shape[:3]):
+        if size is not None and int(size) < 1:
+            raise ValueError(
+                f"{name}: input_shape {axis} must be None or >= 1, got "
+                f"{input_shape!r}")
+    return shape

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from vidcore.backbones import torch_weights
-from vidcore.backbones.padding import conv3d
+from vidcore.backbones.padding import check_input_shape, conv3d
 
 BN_MOMENTUM = 0.9  # PyTorch BatchNorm3d momentum 0.1
 BN_EPSILON = 1e-5
@@ -138,20 +138,7 @@ def _r2plus1d_stem(x, sync_bn):
 
 
 def _check_args(num_classes, input_shape, include_top, name):
-    shape = tuple(input_shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"{name}: input_shape must be (T, H, W, C) (channels last, "
-            f"without the batch axis), got {input_shape!r}")
-    if shape[-1] is None or int(shape[-1]) < 1:
-        raise ValueError(
-            f"{name}: the channel axis of input_shape must be known, got "
-            f"{input_shape!r}")
-    for axis, size in zip("THW", shape[:3]):
-        if size is not None and int(size) < 1:
-            raise ValueError(
-                f"{name}: input_shape {axis} must be None or >= 1, got "
-                f"{input_shape!r}")
+    shape = check_input_shape(input_shape, name)
     if include_top and (isinstance(num_classes, bool)
                         or not isinstance(num_classes, (int, np.integer))
                         or num_classes < 1):

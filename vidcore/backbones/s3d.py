@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from vidcore.backbones import torch_weights
-from vidcore.backbones.padding import conv3d
+from vidcore.backbones.padding import check_input_shape, conv3d
 
 # torchvision S3D: BatchNorm3d(eps=0.001, momentum=0.001).
 S3D_BN_MOMENTUM = 0.999
@@ -286,24 +286,6 @@ class SpaceToDepth3D(keras.layers.Layer):
         return config
 
 
-def _check_input_shape(input_shape, name):
-    shape = tuple(input_shape)
-    if len(shape) != 4:
-        raise ValueError(
-            f"{name}: input_shape must be (T, H, W, C) (channels last, "
-            f"without the batch axis), got {input_shape!r}")
-    if shape[-1] is None or int(shape[-1]) < 1:
-        raise ValueError(
-            f"{name}: the channel axis of input_shape must be known, got "
-            f"{input_shape!r}")
-    for axis, size in zip("THW", shape[:3]):
-        if size is not None and int(size) < 1:
-            raise ValueError(
-                f"{name}: input_shape {axis} must be None or >= 1, got "
-                f"{input_shape!r}")
-    return shape
-
-
 def _check_positive_int(value, what, name):
     if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
             or value < 1):
@@ -398,7 +380,7 @@ def s3d(num_classes=400, input_shape=(16, 224, 224, 3), dropout=0.2,
         keras.Model mapping clips [B, T, H, W, C] (normalised) to logits
         [B, num_classes] or features [B, 1024].
     """
-    shape = _check_input_shape(input_shape, name)
+    shape = check_input_shape(input_shape, name)
     if include_top:
         _check_positive_int(num_classes, "num_classes", name)
     if not 0.0 <= float(dropout) < 1.0:
@@ -511,7 +493,7 @@ def s3dg(embedding_dim=512, space_to_depth=False,
         ``{"mixed_5c": [B, 1024], "video_embedding": [B, D]}`` (float32),
         or to the [B, 1024] features without the embedding.
     """
-    shape = _check_input_shape(input_shape, name)
+    shape = check_input_shape(input_shape, name)
     if include_embedding:
         _check_positive_int(embedding_dim, "embedding_dim", name)
     inputs = keras.Input(shape=shape, name="clip")
