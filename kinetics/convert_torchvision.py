@@ -33,9 +33,6 @@ from kinetics import models
 from vidcore import cli, torch_io, training
 from vidcore.errors import UserInputError
 
-CLASSIFIER_BIAS = {"r3d_18": "fc.bias", "mc3_18": "fc.bias",
-                   "r2plus1d_18": "fc.bias", "s3d": "classifier.1.bias"}
-
 FLAGS = flags.FlagValues()
 flags.DEFINE_enum("model", None, list(models.MODELS),
                   "torchvision model the weights belong to.",
@@ -62,15 +59,10 @@ def convert(model_name, weights, output_dir, clip_len=16, keras_file=None):
     """
     state = torch_io.read_state_dict(
         weights, expected=f"a torchvision {model_name} state dict")
-    bias = CLASSIFIER_BIAS[model_name]
-    if bias not in state:
-        raise UserInputError(
-            f"--weights={weights}: no {bias!r} tensor; not a torchvision "
-            f"{model_name} state dict (its keys start "
-            f"{sorted(state)[:3]})")
+    num_classes = models.torchvision_num_classes(model_name, state,
+                                                 f"--weights={weights}")
     resize, crop = models.DEFAULT_GEOMETRY[model_name]
-    cfg = models.ModelConfig(model=model_name,
-                             num_classes=int(state[bias].shape[0]),
+    cfg = models.ModelConfig(model=model_name, num_classes=num_classes,
                              clip_len=clip_len, crop_size=crop, resize=resize)
     model = models.build_model(cfg)
     try:

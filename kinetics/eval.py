@@ -41,13 +41,11 @@ flags.DEFINE_string(
 def config_from_flags(state=None):
     """ModelConfig for --weights: sizes from the flags and the state dict."""
     resize, crop = kflags.geometry(FLAGS.model)
-    num_classes = FLAGS.num_classes
+    num_classes = FLAGS.num_classes or 400
     if state is not None:
-        for key in ("fc.bias", "classifier.1.bias"):
-            if key in state:
-                num_classes = int(state[key].shape[0])
-    return models.ModelConfig(model=FLAGS.model,
-                              num_classes=num_classes or 400,
+        num_classes = models.torchvision_num_classes(
+            FLAGS.model, state, f"--weights={FLAGS.weights}")
+    return models.ModelConfig(model=FLAGS.model, num_classes=num_classes,
                               clip_len=FLAGS.clip_len, crop_size=crop,
                               resize=resize, frame_rate=kflags.frame_rate())
 
@@ -91,20 +89,15 @@ def model_and_weights(strategy):
 def write_predictions(path, files, probs, labels, video_index, class_names):
     """One CSV row per video: id, label, top-5 (class, mean softmax)."""
     ids = reader.video_ids(files)
-    n = int(video_index.max()) + 1
-    sums = np.zeros((n, probs.shape[1]), np.float64)
-    np.add.at(sums, video_index, probs)
-    counts = np.bincount(video_index, minlength=n)[:, None]
-    mean = sums / np.maximum(counts, 1)
-    video_labels = np.full(n, -1, np.int64)
-    video_labels[video_index] = labels
+    videos, inverse, mean = metrics.video_mean_scores(probs, video_index)
+    video_labels = np.empty(len(videos), np.int64)
+    video_labels[inverse] = labels
     name = (lambda c: class_names[c]) if class_names else str
     lines = ["video_id,label,top5"]
-    for v in range(n):
-        top = np.argsort(-mean[v], kind="stable")[:5]
-        cells = " ".join(f"{name(int(c))}:{mean[v, c]:.5f}" for c in top)
-        label = (name(int(video_labels[v])) if video_labels[v] >= 0 else "")
-        lines.append(f"{ids[v]},{label},{cells}")
+    for row, video in enumerate(videos):
+        top = np.argsort(-mean[row], kind="stable")[:5]
+        cells = " ".join(f"{name(int(c))}:{mean[row, c]:.5f}" for c in top)
+        lines.append(f"{ids[video]},{name(int(video_labels[row]))},{cells}")
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -122,15 +115,10 @@ def main(argv):
     batch = FLAGS.batch_size * strategy.num_replicas_in_sync
     probs, labels, video_index = evaluation.clip_scores(
         strategy, model, files, clip_cfg, batch)
-    if np.any(labels < 0):
-        raise UserInputError(
-            "--val_dir: some videos have no label (clip/label/index); "
-            "accuracy needs labelled shards")
-    if labels.max() >= cfg.num_classes:
-        raise UserInputError(
-            f"--val_dir: label {int(labels.max())} but the model has "
-            f"{cfg.num_classes} classes")
-    results = metrics.clip_and_video_accuracy(probs, labels, video_index)
+    try:
+        results = evaluation.accuracy(probs, labels, video_index)
+    except ValueError as e:
+        raise UserInputError(f"--val_dir: {e}") from e
     print(f"{cfg.model} ({source}):\n" + evaluation.format_accuracy(results))
     output = FLAGS.output_json or (
         os.path.join(FLAGS.output_dir, "eval.json") if not FLAGS.weights

@@ -46,14 +46,25 @@ def clip_scores(strategy, model, files, clip_cfg, batch_size):
                  ("probs", "labels", "video_index"))
 
 
+def accuracy(probs, labels, video_index):
+    """Clip and video top-1/top-5 accuracy (percent) of clip scores.
+
+    Raises:
+        ValueError: unlabelled videos, or labels the model does not have.
+    """
+    if np.any(labels < 0):
+        raise ValueError("some videos have no label (clip/label/index); "
+                         "accuracy needs labelled shards")
+    if labels.max() >= probs.shape[1]:
+        raise ValueError(f"label {int(labels.max())} but the model has "
+                         f"{probs.shape[1]} classes")
+    return metrics.clip_and_video_accuracy(probs, labels, video_index)
+
+
 def evaluate(strategy, model, files, clip_cfg, batch_size):
     """Clip and video top-1/top-5 accuracy (percent) over ``files``."""
-    probs, labels, video_index = clip_scores(strategy, model, files,
-                                             clip_cfg, batch_size)
-    if np.any(labels < 0):
-        raise ValueError("some evaluation videos have no label "
-                         "(clip/label/index); accuracy needs labelled shards")
-    return metrics.clip_and_video_accuracy(probs, labels, video_index)
+    return accuracy(*clip_scores(strategy, model, files, clip_cfg,
+                                 batch_size))
 
 
 def format_accuracy(results):

@@ -9,14 +9,17 @@ import dataclasses
 import json
 import os
 
-import keras
-
 from vidcore import backbones
 from vidcore.config import dataclass_from_dict
+from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
 
 MODELS = ("r3d_18", "mc3_18", "r2plus1d_18", "s3d")
 CONFIG_FILE = "model_config.json"
+
+# The classifier's bias in each torchvision model's state dict.
+CLASSIFIER_BIAS = {"r3d_18": "fc.bias", "mc3_18": "fc.bias",
+                   "r2plus1d_18": "fc.bias", "s3d": "classifier.1.bias"}
 
 # Clip geometry of torchvision's Kinetics-400 weights (their transforms):
 # (resize (H, W), crop) per model; the R(2+1)D family's is the recipe's.
@@ -107,6 +110,16 @@ def load_torchvision(model, model_name, state_dict, skip_top=False):
                                               skip_top=skip_top)
 
 
-def softmax(logits):
-    """Class probabilities in float32 (logits may be float16)."""
-    return keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)
+def torchvision_num_classes(model_name, state_dict, source):
+    """Classes of a torchvision state dict, from its classifier's bias.
+
+    Raises:
+        UserInputError: the state dict has no classifier of that model
+            (naming ``source``).
+    """
+    bias = CLASSIFIER_BIAS[model_name]
+    if bias not in state_dict:
+        raise UserInputError(
+            f"{source}: no {bias!r} tensor; not a torchvision {model_name} "
+            f"state dict (its keys start {sorted(state_dict)[:3]})")
+    return int(state_dict[bias].shape[0])

@@ -162,17 +162,16 @@ def load_weights(model, cfg):
     """--weights (torchvision .pth) into a fresh model."""
     state = torch_io.read_state_dict(
         FLAGS.weights, expected=f"a torchvision {cfg.model} state dict")
-    head = [k for k in state if k.startswith(("fc.", "classifier."))]
-    out_dim = max((v.shape[0] for k, v in state.items()
-                   if k in ("fc.bias", "classifier.1.bias")), default=None)
-    skip_top = out_dim is not None and out_dim != cfg.num_classes
+    out_dim = models.torchvision_num_classes(cfg.model, state,
+                                             f"--weights={FLAGS.weights}")
+    skip_top = out_dim != cfg.num_classes
     try:
         models.load_torchvision(model, cfg.model, state, skip_top=skip_top)
     except ValueError as e:
         raise UserInputError(f"--weights={FLAGS.weights}: {e}") from e
     logging.info("initialised from %s%s", FLAGS.weights,
-                 f" (new {cfg.num_classes}-class classifier; {len(head)} "
-                 f"classifier tensors of {out_dim} classes skipped)"
+                 f" (new {cfg.num_classes}-class classifier instead of "
+                 f"its {out_dim} classes)"
                  if skip_top else "")
 
 
@@ -234,16 +233,11 @@ def main(argv):
         return keras.losses.sparse_categorical_crossentropy(
             labels, tf.cast(logits, tf.float32), from_logits=True)
 
-    eval_cfg = reader.VideoClipConfig(
-        clip_len=cfg.clip_len, frame_rate=cfg.frame_rate,
-        clips_per_video=FLAGS.clips_per_video, resize=cfg.resize,
-        crop_size=cfg.crop_size)
-
     def on_epoch_end(epoch, step):
         if not val_files:
             return {}
         results = evaluation.evaluate(strategy, trainer.model, val_files,
-                                      eval_cfg, global_batch)
+                                      clip_cfg, global_batch)
         if chief:
             print(f"\nEpoch {epoch:g} (step {step}) validation: "
                   + evaluation.format_accuracy(results))

@@ -1014,6 +1014,27 @@ def _format_retrieval_value(column, value):
     return f"{value:.1f}"
 
 
+def video_mean_scores(clip_probs, video_index):
+    """Each video's score: the mean of its clips' scores (float64 sums in
+    row order, divided by the clip count).
+
+    Args:
+        clip_probs: float [N, V] per-clip class scores.
+        video_index: int [N] the video of each clip (any integers).
+
+    Returns:
+        (videos [M] the sorted distinct video indices, inverse int [N] each
+        clip's row in ``videos``, scores float64 [M, V]).
+    """
+    probs = np.asarray(clip_probs, dtype=np.float64)
+    videos, inverse = np.unique(np.asarray(video_index), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(videos), probs.shape[1]), np.float64)
+    np.add.at(sums, inverse, probs)
+    counts = np.bincount(inverse, minlength=len(videos))[:, None]
+    return videos, inverse, sums / counts
+
+
 def clip_and_video_accuracy(clip_probs, labels, video_index, top_k=(1, 5)):
     """Clip-level and video-level top-k accuracy (torchvision's
     video-classification recipe).
@@ -1069,8 +1090,7 @@ def clip_and_video_accuracy(clip_probs, labels, video_index, top_k=(1, 5)):
     if any(k < 1 for k in ks):
         raise ValueError(f"top_k values must be >= 1, got {ks}")
 
-    videos, inverse = np.unique(video_index, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    videos, inverse, video_scores = video_mean_scores(probs, video_index)
     num_videos = len(videos)
     video_labels = np.full(num_videos, -1, np.int64)
     video_labels[inverse] = labels  # any clip's label; checked next
@@ -1079,9 +1099,6 @@ def clip_and_video_accuracy(clip_probs, labels, video_index, top_k=(1, 5)):
         first = int(video_index[np.argmax(conflict)])
         raise ValueError(f"clips of video {first} carry different labels: "
                          f"{np.unique(labels[video_index == first]).tolist()}")
-    sums = np.zeros((num_videos, num_classes), np.float64)
-    np.add.at(sums, inverse, probs)
-    video_scores = sums / np.bincount(inverse, minlength=num_videos)[:, None]
 
     def ranks(scores, truth):
         out = np.empty(len(truth), np.int64)
