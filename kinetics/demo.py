@@ -25,6 +25,7 @@ import os
 from absl import flags
 
 from vidcore import cli
+from vidcore.errors import UserInputError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -43,8 +44,11 @@ flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
 def clip_durations():
     """{(class, path): duration in seconds} of the shipped clips."""
-    from tfrecord_tools import video_writer  # PyAV: the video extra
-    av = video_writer.import_av()
+    try:
+        import av  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        raise UserInputError("the Kinetics demo decodes videos with PyAV: "
+                             "pip install 'vidmodels[video]'") from None
     found = {}
     for label in sorted(os.listdir(CLIPS)):
         folder = os.path.join(CLIPS, label)

@@ -111,3 +111,26 @@ def parse_int_list(text, flag_name):
 def parse_name_list(text):
     """Parses "rgb,audio" into ["rgb", "audio"] (blank items dropped)."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def csv_table_rows(csv_path, header, rows):
+    """Yields (where, {column: stripped field}) of a CSV's non-blank rows.
+
+    Args:
+        csv_path: the file, for messages ("path:line").
+        header: the column names.
+        rows: the csv.reader after the header (its line_num is used).
+
+    Raises:
+        InputError: a line with another number of fields, naming it.
+    """
+    for fields in rows:
+        if not any(f.strip() for f in fields):
+            continue
+        where = f"{csv_path}:{rows.line_num}"
+        if len(fields) != len(header):
+            raise InputError(
+                f"{where}: malformed line {','.join(fields)!r}: expected "
+                f"{len(header)} fields ({','.join(header)}), got "
+                f"{len(fields)}")
+        yield where, {h: f.strip() for h, f in zip(header, fields)}

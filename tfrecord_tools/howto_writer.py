@@ -497,27 +497,14 @@ def read_video_list(path):
 
 
 def _videos_from_table(path, header, rows):
-    column = {h: i for i, h in enumerate(header)}
     videos = []
-    for fields in rows:
-        if not any(f.strip() for f in fields):
-            continue
-        where = f"{path}:{rows.line_num}"
-        if len(fields) != len(header):
-            raise cli.InputError(
-                f"{where}: malformed line {','.join(fields)!r}: expected "
-                f"{len(header)} fields ({','.join(header)}), got "
-                f"{len(fields)}")
-
-        def get(name, fields=fields):
-            return fields[column[name]].strip() if name in column else None
-
-        rel_path = get("path") or None
-        video_id = get("video_id")
+    for where, row in cli.csv_table_rows(path, header, rows):
+        rel_path = row.get("path") or None
+        video_id = row.get("video_id")
         if video_id is None and rel_path:
             video_id = os.path.splitext(os.path.basename(rel_path))[0]
         _check_id(video_id, where)
-        videos.append({"id": video_id, "task": get("task") or None,
+        videos.append({"id": video_id, "task": row.get("task") or None,
                        "path": rel_path, "where": where})
     return videos
 

@@ -257,20 +257,6 @@ def _read_rows(csv_path):
     return header, rows
 
 
-def _table_rows(csv_path, header, rows):
-    """Yields (where, {column: stripped field}) of the non-blank rows."""
-    for fields in rows:
-        if not any(f.strip() for f in fields):
-            continue
-        where = f"{csv_path}:{rows.line_num}"
-        if len(fields) != len(header):
-            raise cli.InputError(
-                f"{where}: malformed line {','.join(fields)!r}: expected "
-                f"{len(header)} fields ({','.join(header)}), got "
-                f"{len(fields)}")
-        yield where, {h: f.strip() for h, f in zip(header, fields)}
-
-
 def read_video_csv(csv_path, video_root=None, label_map=None,
                    extensions=VIDEO_EXTENSIONS):
     """Lists the videos / segments of a CSV as items.
@@ -348,7 +334,7 @@ def _path_rows(csv_path, header, rows, root):
             f"{csv_path}:1: unknown or repeated columns {unknown or header} "
             f"in the header; expected {','.join(CSV_COLUMNS)}")
     records = []
-    for where, row in _table_rows(csv_path, header, rows):
+    for where, row in cli.csv_table_rows(csv_path, header, rows):
         path = row["path"]
         if not path:
             raise cli.InputError(f"{where}: empty path")
@@ -388,7 +374,7 @@ def _kinetics_rows(csv_path, header, rows, root, extensions):
         if _has_extension(rel, extensions):
             by_stem.setdefault(_stem(rel), []).append(rel)
     records = []
-    for where, row in _table_rows(csv_path, header, rows):
+    for where, row in cli.csv_table_rows(csv_path, header, rows):
         if not row["youtube_id"]:
             raise cli.InputError(f"{where}: empty youtube_id")
         times = []
