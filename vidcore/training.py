@@ -10,9 +10,23 @@ plus the model's regularisation losses; gradients are all-reduced (summed)
 across replicas first, then clipped and applied, so clipping sees the
 gradient of the whole global batch exactly as on one device.
 
+Several steps run inside one ``tf.function`` call (``steps_per_loop``, Keras'
+``steps_per_execution`` in spirit): an accelerator then does not wait for the
+host after every step. The per-step losses stay on the device and come back
+once per call as small [n] tensors; the host replays them step by step into
+the progress bar and TensorBoard, so both show what a one-step call shows. A
+call never runs past the next log, checkpoint, epoch-end or max_steps
+boundary, so those happen on their exact steps whatever steps_per_loop is.
+
+The learning-rate schedule follows the loop's step (batches consumed, as the
+TF1 global step did), not the optimizer's ``iterations``, which stand still
+on the steps a LossScaleOptimizer skips for non-finite gradients.
+
 Checkpoints (model, optimizer, step) are written every N steps and at the
-end, and training resumes from the latest one automatically. TensorBoard gets
-loss, learning rate and examples/s; the console gets a Keras progress bar.
+end, and training resumes from the latest one automatically;
+train_state.json also records the examples seen and the epochs completed.
+TensorBoard gets loss, learning rate and examples/s; the console gets a
+Keras progress bar.
 """
 
 import dataclasses
@@ -35,16 +49,35 @@ TRAIN_STATE_FILE = "train_state.json"
 
 
 class _PrereducedGradients:
-    """Optimizer mixin: gradients arrive already summed across replicas.
+    """Optimizer mixin: gradients arrive already summed across replicas, and
+    a learning-rate schedule may follow an outside step counter.
 
     Keras' TF optimizer all-reduces gradients inside ``apply`` *after*
     clipping them per replica; the loop reduces them itself before the
     optimizer (and its clipping) sees them, so this turns the second
     reduction off.
+
+    Keras evaluates a schedule at ``iterations``, which a LossScaleOptimizer
+    does not advance on the steps it skips; after :meth:`follow_step` the
+    schedule is evaluated at the given step variable instead (the Trainer
+    passes its loop step).
     """
+
+    _schedule_step = None
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
+
+    def follow_step(self, step):
+        """Evaluates a learning-rate schedule at ``step`` (a variable)."""
+        self._schedule_step = step
+
+    def _get_current_learning_rate(self):
+        if self._schedule_step is not None and isinstance(
+                self._learning_rate,
+                keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self._schedule_step)
+        return super()._get_current_learning_rate()
 
 
 class PrereducedAdam(_PrereducedGradients, keras.optimizers.Adam):
@@ -93,7 +126,9 @@ def make_optimizer(name, learning_rate, clip_norm=None, loss_scale=False,
     Args:
         name: 'adam', 'sgd' (Keras' momentum form) or 'torch_sgd'
             (PyTorch's momentum form).
-        learning_rate: float or keras LearningRateSchedule (of optimizer steps).
+        learning_rate: float or keras LearningRateSchedule; in the Trainer
+            a schedule is evaluated at the loop's step (0 for the first
+            batch), skipped loss-scale steps included.
         clip_norm: clip each gradient tensor to this L2 norm (None: no clip).
         loss_scale: wrap in a dynamic LossScaleOptimizer (mixed_float16).
         **kwargs: passed to the optimizer (momentum, epsilon, ...). Adam's
@@ -130,6 +165,13 @@ class LoopConfig:
             workers hold identical weights).
         steps_per_epoch: when set, the loop checkpoints at the end of every
             epoch and calls the trainer's ``on_epoch_end``.
+        steps_per_loop: steps run per ``tf.function`` call (losses are
+            fetched once per call); a call stops early at the next log,
+            checkpoint, epoch-end or max_steps boundary.
+        examples_per_epoch: examples in one pass over the training data,
+            when known: train_state.json then records the epochs completed
+            (examples seen / examples_per_epoch). With steps_per_epoch the
+            epochs are counted in steps instead.
     """
 
     train_dir: str
@@ -141,6 +183,31 @@ class LoopConfig:
     verbose: bool = True
     keep_worker_checkpoints: bool = False
     steps_per_epoch: int | None = None
+    steps_per_loop: int = 1
+    examples_per_epoch: int | None = None
+
+    def __post_init__(self):
+        if self.steps_per_loop < 1:
+            raise ValueError(f"steps_per_loop must be >= 1, got "
+                             f"{self.steps_per_loop}")
+
+
+def steps_in_next_call(step, config):
+    """How many steps the next call runs from ``step``: at most
+    ``config.steps_per_loop``, ending on the next log, checkpoint, epoch-end
+    or max_steps boundary if that comes first.
+
+    Args:
+        step: steps done so far.
+        config: LoopConfig.
+    """
+    periods = [config.log_every_steps, config.checkpoint_every_steps]
+    if config.steps_per_epoch:
+        periods.append(config.steps_per_epoch)
+    boundary = min((step // p + 1) * p for p in periods)
+    if config.max_steps is not None:
+        boundary = min(boundary, config.max_steps)
+    return max(1, min(config.steps_per_loop, boundary - step))
 
 
 def _worker_checkpoint_dir(train_dir, strategy):
@@ -174,8 +241,9 @@ class Trainer:
         dataset_fn: (tf.distribute.InputContext, seed) -> tf.data.Dataset of
             (features, labels) batched per replica (use
             ``ctx.get_per_replica_batch_size``) and sharded by
-            ``ctx.input_pipeline_id``. ``seed`` changes on every resume so a
-            restarted run does not replay the same order.
+            ``ctx.input_pipeline_id``. ``seed`` is the step the run starts
+            from (also ``trainer.start_step``), so a restarted run does not
+            replay the same order and can tell how much data went before.
         regularization_weight: multiplies the model's regularisation losses.
         on_epoch_end: optional (epoch, step) -> dict of scalars, called on
             every worker after each epoch's checkpoint (needs
@@ -213,12 +281,17 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False,
                                     name="global_step")
+            inner = getattr(self.optimizer, "inner_optimizer",
+                            self.optimizer)
+            if isinstance(inner, _PrereducedGradients):
+                inner.follow_step(self.step)
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, optimizer=self.optimizer, step=self.step)
         self._write_dir = _worker_checkpoint_dir(config.train_dir, strategy)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._write_dir,
             max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
+        self.start_step = 0
 
     # ------------------------------------------------------------------ #
     def restore(self):
@@ -229,10 +302,6 @@ class Trainer:
             logging.info("resumed from %s at step %d", latest,
                          int(self.step.numpy()))
         return int(self.step.numpy())
-
-    def _learning_rate(self):
-        lr = self.optimizer.learning_rate
-        return float(np.asarray(lr))
 
     def _replica_step(self, features, labels):
         with tf.GradientTape() as tape:
@@ -263,28 +332,47 @@ class Trainer:
         return loss, reg
 
     def _make_train_function(self):
+        """A tf.function (iterator, n) -> (ran, losses, regs, rates): runs up
+        to n steps and returns how many ran (fewer when the data ends, or
+        up to and including the first step with a non-finite loss) and each
+        step's label loss, regularisation loss and learning rate, as [ran]
+        tensors."""
         strategy = self.strategy
+        total = tf.distribute.ReduceOp.SUM
 
         @tf.function
-        def train_step(iterator):
-            optional = iterator.get_next_as_optional()
-            if not optional.has_value():
-                return False, tf.constant(0.0), tf.constant(0.0)
-            features, labels = optional.get_value()
-            loss, reg = strategy.run(self._replica_step,
-                                     args=(features, labels))
-            loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-            reg = strategy.reduce(tf.distribute.ReduceOp.SUM, reg, axis=None)
-            self.step.assign_add(1)
-            return True, loss, reg
+        def train_steps(iterator, num_steps):
+            losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            regs = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            rates = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            ran = tf.constant(0)
+            for i in tf.range(num_steps):
+                optional = iterator.get_next_as_optional()
+                if not optional.has_value():
+                    break
+                features, labels = optional.get_value()
+                # The rate this step uses: the schedule at the loop's step.
+                rate = tf.cast(self.optimizer.learning_rate, tf.float32)
+                loss, reg = strategy.run(self._replica_step,
+                                         args=(features, labels))
+                loss = strategy.reduce(total, loss, axis=None)
+                reg = strategy.reduce(total, reg, axis=None)
+                self.step.assign_add(1)
+                losses = losses.write(i, loss)
+                regs = regs.write(i, reg)
+                rates = rates.write(i, rate)
+                ran = i + 1
+                if not tf.math.is_finite(loss):
+                    break
+            return ran, losses.stack(), regs.stack(), rates.stack()
 
-        return train_step
+        return train_steps
 
     # ------------------------------------------------------------------ #
     def train(self):
         """Runs until max_steps (or the end of the data); returns the step."""
         cfg = self.config
-        start = self.restore()
+        start = self.start_step = self.restore()
         if cfg.max_steps is not None and start >= cfg.max_steps:
             logging.info("train_dir already at step %d >= max_steps %d",
                          start, cfg.max_steps)
@@ -297,7 +385,7 @@ class Trainer:
 
         iterator = iter(self.strategy.distribute_datasets_from_function(
             input_fn))
-        train_step = self._make_train_function()
+        train_steps = self._make_train_function()
         writer = (tf.summary.create_file_writer(cfg.train_dir)
                   if self.chief else tf.summary.create_noop_writer())
         progbar = keras.utils.Progbar(
@@ -308,45 +396,65 @@ class Trainer:
         step = start
         window_start, window_steps = time.time(), 0
         while cfg.max_steps is None or step < cfg.max_steps:
-            ran, loss, reg = train_step(iterator)
-            if not bool(ran):
+            wanted = steps_in_next_call(step, cfg)
+            outputs = train_steps(iterator, tf.constant(wanted, tf.int32))
+            # The one host round trip of the call.
+            ran, losses, regs, rates = (np.asarray(t) for t in outputs)
+            for loss, reg, lr in zip(losses.tolist(), regs.tolist(),
+                                     rates.tolist()):
+                step += 1
+                window_steps += 1
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss} at step {step}; the last good "
+                        f"checkpoint is in {cfg.train_dir}")
+                # Boundaries below fall on the last step of a call only.
+                if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
+                    elapsed = time.time() - window_start
+                    rate = window_steps * self.global_batch_size / max(
+                        elapsed, 1e-9)
+                    with writer.as_default(step=step):
+                        tf.summary.scalar("loss/label", loss)
+                        tf.summary.scalar("loss/regularization", reg)
+                        tf.summary.scalar("learning_rate", lr)
+                        tf.summary.scalar("examples_per_second", rate)
+                    writer.flush()
+                    progbar.update(step, [("loss", loss), ("reg_loss", reg),
+                                          ("examples/s", rate)])
+                    window_start, window_steps = time.time(), 0
+                else:
+                    progbar.update(step, [("loss", loss), ("reg_loss", reg)])
+                self._step_boundaries(step, writer)
+            if int(ran) < wanted:
                 logging.info("input exhausted at step %d", step)
                 break
-            step += 1
-            window_steps += 1
-            loss, reg = float(loss), float(reg)
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss} at step {step}; the last good "
-                    f"checkpoint is in {cfg.train_dir}")
-            if step % cfg.log_every_steps == 0 or step == cfg.max_steps:
-                elapsed = time.time() - window_start
-                rate = window_steps * self.global_batch_size / max(elapsed,
-                                                                   1e-9)
-                with writer.as_default(step=step):
-                    tf.summary.scalar("loss/label", loss)
-                    tf.summary.scalar("loss/regularization", reg)
-                    tf.summary.scalar("learning_rate", self._learning_rate())
-                    tf.summary.scalar("examples_per_second", rate)
-                writer.flush()
-                progbar.update(step, [("loss", loss), ("reg_loss", reg),
-                                      ("examples/s", rate)])
-                window_start, window_steps = time.time(), 0
-            else:
-                progbar.update(step, [("loss", loss), ("reg_loss", reg)])
-            epoch_done = bool(cfg.steps_per_epoch
-                              and step % cfg.steps_per_epoch == 0)
-            if step % cfg.checkpoint_every_steps == 0 or epoch_done:
-                self._save(step)
-            if epoch_done and self.on_epoch_end is not None:
-                scalars = self.on_epoch_end(step // cfg.steps_per_epoch, step)
-                with writer.as_default(step=step):
-                    for name, value in (scalars or {}).items():
-                        tf.summary.scalar(f"eval/{name}", value)
-                writer.flush()
         self._save(step, final=True)
         writer.close()
         return step
+
+    def _step_boundaries(self, step, writer):
+        """Checkpoint and epoch end due after ``step``, if any."""
+        cfg = self.config
+        epoch_done = bool(cfg.steps_per_epoch
+                          and step % cfg.steps_per_epoch == 0)
+        if step % cfg.checkpoint_every_steps == 0 or epoch_done:
+            self._save(step)
+        if epoch_done and self.on_epoch_end is not None:
+            scalars = self.on_epoch_end(step // cfg.steps_per_epoch, step)
+            with writer.as_default(step=step):
+                for name, value in (scalars or {}).items():
+                    tf.summary.scalar(f"eval/{name}", value)
+            writer.flush()
+
+    def epochs_completed(self, step):
+        """Passes over the training data after ``step`` steps (a float), or
+        None when neither steps_per_epoch nor examples_per_epoch is set."""
+        cfg = self.config
+        if cfg.steps_per_epoch:
+            return step / cfg.steps_per_epoch
+        if cfg.examples_per_epoch:
+            return step * self.global_batch_size / cfg.examples_per_epoch
+        return None
 
     def _save(self, step, final=False):
         latest = self.manager.latest_checkpoint
@@ -363,7 +471,9 @@ class Trainer:
                 {"step": int(step), "checkpoint": os.path.basename(path),
                  "done": bool(final),
                  "global_batch_size": self.global_batch_size,
-                 "replicas": self.replicas})
+                 "replicas": self.replicas,
+                 "examples_seen": int(step) * self.global_batch_size,
+                 "epoch": self.epochs_completed(int(step))})
             logging.info("saved checkpoint %s", path)
 
 
