@@ -14,6 +14,7 @@ import os
 from absl import flags
 
 from howto.models import ModelConfig
+from vidcore import cli
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -26,6 +27,7 @@ FLAGS = flags.FlagValues()
 MODEL_CONFIG_FILE = "model_config.json"
 
 # --- data --------------------------------------------------------------------
+cli.flag_topic("data", FLAGS)
 flags.DEFINE_string(
     "train_data",
     "",
@@ -145,6 +147,7 @@ for _name in _RELEASE_FILE_FLAGS:
 flags.DEFINE_alias("features_path_2D", "features_path", flag_values=FLAGS)
 
 # --- model ---------------------------------------------------------------
+cli.flag_topic("model", FLAGS)
 flags.DEFINE_integer(
     "embd_dim", 2048, "Joint embedding size D.", flag_values=FLAGS
 )
@@ -179,6 +182,7 @@ flags.DEFINE_string(
 )
 
 # --- training / evaluation ---------------------------------------------
+cli.flag_topic("training", FLAGS)
 flags.DEFINE_integer(
     "batch_size", 256, "Videos (or clips) per step, global.", flag_values=FLAGS
 )
@@ -254,8 +258,16 @@ flags.DEFINE_integer(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(
+    "steps_per_loop",
+    10,
+    "Training steps per tf.function call (losses reach the host once per "
+    "call; calls end on display, checkpoint and epoch boundaries).",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
     "keep_checkpoints", 5, "Checkpoints kept.", flag_values=FLAGS
 )
+cli.flag_topic("evaluation", FLAGS)
 flags.DEFINE_enum(
     "ties",
     "pessimistic",
@@ -269,6 +281,7 @@ flags.DEFINE_bool(
     "Also report video->text retrieval.",
     flag_values=FLAGS,
 )
+cli.flag_topic("distribution", FLAGS)
 flags.DEFINE_enum(
     "strategy",
     "auto",

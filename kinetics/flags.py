@@ -16,6 +16,7 @@ from absl import flags
 
 from input_pipeline import records
 from kinetics.models import DEFAULT_GEOMETRY, MODELS
+from vidcore import cli
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 
@@ -24,6 +25,7 @@ from vidcore.errors import UserInputError
 FLAGS = flags.FlagValues()
 
 # --- data --------------------------------------------------------------------
+cli.flag_topic("data", FLAGS)
 flags.DEFINE_string(
     "data_path", "",
     "Dataset root: holds --train_dir and --val_dir (folders of shards "
@@ -58,6 +60,7 @@ flags.DEFINE_integer("workers", 0,
                      flag_values=FLAGS)
 
 # --- model ------------------------------------------------------------------
+cli.flag_topic("model", FLAGS)
 flags.DEFINE_enum("model", "r2plus1d_18", list(MODELS), "Backbone.",
                   flag_values=FLAGS)
 flags.DEFINE_integer(
@@ -83,6 +86,7 @@ flags.DEFINE_string(
     flag_values=FLAGS)
 
 # --- distribution / precision -------------------------------------------
+cli.flag_topic("distribution", FLAGS)
 flags.DEFINE_enum(
     "strategy", "auto", list(STRATEGIES),
     "tf.distribute strategy: auto (mirrored with >1 GPU), default, "
@@ -95,6 +99,7 @@ flags.DEFINE_bool("amp", False,
                   "The recipe's mixed precision flag: --mixed_precision="
                   "mixed_float16.", flag_values=FLAGS)
 flags.DEFINE_alias("apex", "amp", flag_values=FLAGS)
+cli.flag_topic("training", FLAGS)
 flags.DEFINE_integer("batch_size", 24, "Clips per device per step.",
                      flag_values=FLAGS)
 flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=FLAGS)

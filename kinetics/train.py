@@ -35,6 +35,7 @@ from vidcore import cli, distribute, schedules, torch_io, training
 from vidcore.errors import UserInputError
 
 FLAGS = kflags.FLAGS
+cli.flag_topic("training", FLAGS)
 flags.DEFINE_integer("epochs", 45, "Training epochs.", flag_values=FLAGS)
 flags.DEFINE_float("lr", 0.01, "Learning rate per device (multiplied by the "
                    "number of replicas).", flag_values=FLAGS)
@@ -69,6 +70,10 @@ flags.DEFINE_integer("print_freq", 10, "Steps between logged losses.",
 flags.DEFINE_integer("checkpoint_every_steps", 1000,
                      "Steps between checkpoints (also one per epoch).",
                      flag_values=FLAGS)
+flags.DEFINE_integer("steps_per_loop", 10,
+                     "Training steps per tf.function call (losses reach the "
+                     "host once per call; calls end on print, checkpoint and "
+                     "epoch boundaries).", flag_values=FLAGS)
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.",
                      flag_values=FLAGS)
 flags.DEFINE_integer(
@@ -250,7 +255,8 @@ def main(argv):
             max_steps=max_steps, steps_per_epoch=epoch_steps,
             checkpoint_every_steps=FLAGS.checkpoint_every_steps,
             log_every_steps=max(1, FLAGS.print_freq),
-            keep_checkpoints=FLAGS.keep_checkpoints),
+            keep_checkpoints=FLAGS.keep_checkpoints,
+            steps_per_loop=FLAGS.steps_per_loop),
         build_model=lambda: models.build_model(cfg, sync_bn=FLAGS.sync_bn),
         build_optimizer=lambda gb: training.make_optimizer(
             "torch_sgd", schedule, loss_scale=policy == "mixed_float16",

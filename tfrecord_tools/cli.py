@@ -17,7 +17,6 @@ process that actually runs the tool, so absl's --help, --helpfull and
 
 import functools
 
-from absl import app
 import tensorflow as tf
 
 from vidcore import cli as core_cli
@@ -71,19 +70,14 @@ def handle_errors(main):
 def run(main, flag_values):
     """Runs `main` under `absl.app.run` with the module's own flags.
 
+    `--help` lists every flag of the tool, grouped by topic, and exits 0;
+    a bad flag value is one `error:` line (see `vidcore.cli.run_app`).
+
     Args:
         main: the CLI's `main(argv)`.
         flag_values: the module's `flags.FlagValues` with its flags.
     """
-    core_cli.attach_flag_values(flag_values)
-
-    def main_with_module_flags(argv):
-        # The Flag objects are shared with the global FLAGS, which app.run has
-        # parsed; mark the module's view as parsed too so it can be read.
-        flag_values.mark_as_parsed()
-        return main(argv)
-
-    app.run(main_with_module_flags)
+    core_cli.run_app(main, flag_values)
 
 
 def parse_int_list(text, flag_name):

@@ -71,6 +71,7 @@ from tqdm import tqdm
 
 from tfrecord_tools import cli
 from tfrecord_tools import sharded_writer
+from vidcore import cli as core_cli
 from vidcore.files import write_json_atomic, write_text_atomic
 
 RUNNERS = ("local", "beam")
@@ -727,6 +728,7 @@ def define_flags(flag_values, default_prefix="train", default_num_shards=1):
         default_prefix: default shard name prefix.
         default_num_shards: default number of shards.
     """
+    core_cli.flag_topic("output", flag_values)
     flags.DEFINE_string("output_dir", None, "Directory for the shards.",
                         flag_values=flag_values)
     flags.DEFINE_string(
@@ -736,6 +738,7 @@ def define_flags(flag_values, default_prefix="train", default_num_shards=1):
     flags.DEFINE_integer("num_shards", default_num_shards,
                          "Number of shards (contiguous blocks of items).",
                          lower_bound=1, flag_values=flag_values)
+    core_cli.flag_topic("conversion", flag_values)
     flags.DEFINE_integer(
         "num_workers", 1,
         "Local runner: worker processes, each converting whole shards "

@@ -18,7 +18,7 @@ import json
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from vidcore import cli
 
@@ -141,7 +141,7 @@ def main(argv):
 
 def run():
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

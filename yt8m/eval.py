@@ -27,8 +27,10 @@ from yt8m import segments, trained
 
 FLAGS = flags.FLAGS
 
+cli.flag_topic("data")
 flags.DEFINE_string("eval_data_pattern", "",
                     "Glob(s) of the evaluation TFRecord shards.")
+cli.flag_topic("evaluation")
 flags.DEFINE_string("eval_dir", "",
                     "Where metrics JSON and TensorBoard events go (default "
                     "<train_dir>/eval).")

@@ -17,6 +17,7 @@ from absl import flags, logging
 
 from input_pipeline import features as keys
 from input_pipeline.yt8m import ReaderConfig
+from vidcore import cli
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -27,6 +28,7 @@ MODEL_FLAGS_FILE = "model_flags.json"
 _D = ModelConfig()
 
 # --- data -------------------------------------------------------------------
+cli.flag_topic("data")
 flags.DEFINE_string("train_dir", "/tmp/yt8m_model/",
                     "Directory of checkpoints, TensorBoard events and the "
                     "recorded model flags.")
@@ -55,6 +57,7 @@ flags.DEFINE_integer("num_readers", 8,
                      " tf.data tunes its parallelism itself (AUTOTUNE).")
 
 # --- model ------------------------------------------------------------------
+cli.flag_topic("model")
 flags.DEFINE_enum("model", _D.model, list(MODELS), "Model architecture.")
 flags.DEFINE_integer("iterations", _D.iterations,
                      "Frames sampled per video by the frame-level models.")
@@ -122,6 +125,7 @@ flags.DEFINE_bool("moe_prob_gating", _D.moe_prob_gating,
                   "Context gating of the MoE probabilities.")
 
 # --- training (also accepted by eval/inference: published commands pass them)
+cli.flag_topic("training")
 flags.DEFINE_float("base_learning_rate", 0.01, "Initial learning rate.")
 flags.DEFINE_float("learning_rate_decay", 0.95,
                    "Multiply the learning rate by this every "
@@ -141,17 +145,20 @@ flags.DEFINE_integer("max_steps", None, "Stop training after this step.")
 flags.DEFINE_alias("max_step", "max_steps")
 flags.DEFINE_bool("start_new_model", False,
                   "Delete --train_dir first instead of resuming from it.")
+cli.flag_topic("distribution")
 flags.DEFINE_enum("strategy", "auto", list(STRATEGIES),
                   "tf.distribute strategy: auto (mirrored with >1 GPU), "
                   "default, mirrored, multi_worker (TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 flags.DEFINE_enum("mixed_precision", "float32", list(PRECISIONS),
                   "Keras dtype policy.")
+cli.flag_topic("training")
 flags.DEFINE_integer("export_model_steps", 10000,
                      "Accepted for compatibility; export with "
                      "python -m yt8m.export instead.")
 
 # --- evaluation / inference -------------------------------------------------
+cli.flag_topic("evaluation")
 flags.DEFINE_string("output_file", "", "The prediction file to write.")
 flags.DEFINE_integer("top_k", 20,
                      "Predictions kept per video (GAP@k, Kaggle lines).")

@@ -24,8 +24,10 @@ from yt8m import segments, submission, trained
 
 FLAGS = flags.FLAGS
 
+cli.flag_topic("data")
 flags.DEFINE_string("input_data_pattern", "",
                     "Glob(s) of the TFRecord shards to predict.")
+cli.flag_topic("evaluation")
 flags.DEFINE_string("output_labels_file", "",
                     "Also write the records' ground-truth labels "
                     "(VideoId,Labels) here, e.g. to fit ensemble weights on "

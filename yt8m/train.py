@@ -21,8 +21,10 @@ from yt8m.models import build_model, count_trainable_params
 
 FLAGS = flags.FLAGS
 
+cli.flag_topic("data")
 flags.DEFINE_string("train_data_pattern", "",
                     "Glob(s) of the training TFRecord shards.")
+cli.flag_topic("training")
 flags.DEFINE_bool("dry_run", False,
                   "Build the model from the flags, print its summary and "
                   "trainable parameter count, and exit without data.")
@@ -32,6 +34,10 @@ flags.DEFINE_integer("checkpoint_every_steps", 1000,
                      "latest one).")
 flags.DEFINE_integer("log_every_steps", 100,
                      "Steps between TensorBoard scalars.")
+flags.DEFINE_integer("steps_per_loop", 10,
+                     "Training steps per tf.function call (losses reach the "
+                     "host once per call; calls end on log, checkpoint and "
+                     "max_steps boundaries).")
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in train_dir.")
 flags.DEFINE_integer("seed", None, "Random seed (weights, sampling).")
 flags.DEFINE_bool("keep_worker_checkpoints", False,
@@ -46,6 +52,28 @@ def learning_rate_schedule(global_batch_size):
         FLAGS.base_learning_rate,
         decay_steps=FLAGS.learning_rate_decay_examples / global_batch_size,
         decay_rate=FLAGS.learning_rate_decay, staircase=True)
+
+
+def epoch_budget(source, strategy, global_batch):
+    """(examples per pass per input pipeline, the step where --num_epochs
+    passes end), or (None, None) without --num_epochs.
+
+    Pipeline i reads shards i, i+k, ... (records.training_file_dataset).
+    Records are counted from the converter's manifest, else by reading."""
+    if not FLAGS.num_epochs:
+        return None, None
+    k = distribute.num_input_pipelines(strategy)
+    counts = []
+    for i in range(k):
+        files = source.files[i::k]
+        count = records.manifest_record_count(files)
+        if count is None:
+            logging.info("--num_epochs: counting the records of %d shard(s)",
+                         len(files))
+            count = records.count_records(files)
+        counts.append(count)
+    return counts, training.epochs_end_step(FLAGS.num_epochs, counts,
+                                            global_batch)
 
 
 def dry_run(model_cfg):
@@ -85,24 +113,36 @@ def main(argv):
     counter = (records.CorruptionCounter() if FLAGS.skip_corrupt_records
                else None)
 
+    global_batch = FLAGS.batch_size * strategy.num_replicas_in_sync
+    epoch_counts, epochs_end = epoch_budget(source, strategy, global_batch)
+    max_steps = FLAGS.max_steps
+    if epochs_end is not None:
+        max_steps = min(max_steps or epochs_end, epochs_end)
+
     def dataset_fn(ctx, seed):
-        batch = ctx.get_per_replica_batch_size(
-            FLAGS.batch_size * strategy.num_replicas_in_sync)
+        batch = ctx.get_per_replica_batch_size(global_batch)
+        num_epochs = FLAGS.num_epochs
+        if epoch_counts:  # a resumed run reads only the passes left
+            num_epochs -= training.passes_done(
+                trainer.start_step, epoch_counts[ctx.input_pipeline_id],
+                global_batch // ctx.num_input_pipelines)
         return reader.training_dataset(
             source, reader_cfg, batch, input_context=ctx,
             seed=(FLAGS.seed or 0) + seed, shuffle_buffer=FLAGS.shuffle_buffer,
-            num_epochs=FLAGS.num_epochs, counter=counter)
+            num_epochs=num_epochs, counter=counter)
 
     clip = FLAGS.clip_gradient_norm if FLAGS.clip_gradient_norm > 0 else None
     trainer = training.Trainer(
         strategy,
         training.LoopConfig(
             train_dir=FLAGS.train_dir, per_replica_batch_size=FLAGS.batch_size,
-            max_steps=FLAGS.max_steps,
+            max_steps=max_steps,
             checkpoint_every_steps=FLAGS.checkpoint_every_steps,
             log_every_steps=FLAGS.log_every_steps,
             keep_checkpoints=FLAGS.keep_checkpoints,
-            keep_worker_checkpoints=FLAGS.keep_worker_checkpoints),
+            keep_worker_checkpoints=FLAGS.keep_worker_checkpoints,
+            steps_per_loop=FLAGS.steps_per_loop,
+            examples_per_epoch=sum(epoch_counts) if epoch_counts else None),
         build_model=lambda: build_model(model_cfg),
         build_optimizer=lambda gb: training.make_optimizer(
             "adam", learning_rate_schedule(gb), clip_norm=clip,
