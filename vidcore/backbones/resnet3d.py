@@ -29,6 +29,7 @@ import numpy as np
 
 from vidcore.backbones import torch_weights
 from vidcore.backbones.padding import check_input_shape, conv3d
+from vidcore.layers.normalization import batch_norm
 
 BN_MOMENTUM = 0.9  # PyTorch BatchNorm3d momentum 0.1
 BN_EPSILON = 1e-5
@@ -51,9 +52,8 @@ def _conv(x, filters, kernel_size, strides, padding, name):
 
 
 def _bn(x, name, sync_bn):
-    return keras.layers.BatchNormalization(
-        axis=-1, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-        synchronized=sync_bn, name=name)(x)
+    return batch_norm(BN_MOMENTUM, BN_EPSILON, name=name,
+                      synchronized=sync_bn)(x)
 
 
 def _relu(x, name):
