@@ -65,8 +65,8 @@ def measure(model_name, batch, steps, clip_len, crop):
         step = trainer._make_train_function()  # the loop's own step, timed
         for i in range(steps + 2):
             start = time.perf_counter()
-            _, value, _ = step(iterator)
-            float(value)
+            _, value, _, _ = step(iterator, tf.constant(1))
+            float(value[0])
             if i >= 2:
                 times.append(time.perf_counter() - start)
     per_step = float(np.median(times))

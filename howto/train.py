@@ -250,6 +250,7 @@ def main(argv):
             log_every_steps=max(1, FLAGS.n_display),
             keep_checkpoints=FLAGS.keep_checkpoints,
             verbose=bool(FLAGS.verbose),
+            steps_per_loop=FLAGS.steps_per_loop,
         ),
         build_model=lambda: build_model(cfg),
         build_optimizer=lambda gb: training.make_optimizer(

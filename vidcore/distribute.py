@@ -90,6 +90,16 @@ def task_info(strategy):
     return resolver.task_type, int(resolver.task_id or 0)
 
 
+def num_input_pipelines(strategy):
+    """Input pipelines ``distribute_datasets_from_function`` makes: one per
+    worker (host) in a cluster, else one."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(jobs.get(job, [])) for job in ("chief", "worker")))
+
+
 def is_chief(strategy):
     """True on the process that writes checkpoints, summaries and outputs."""
     task_type, task_id = task_info(strategy)

@@ -210,6 +210,32 @@ def steps_in_next_call(step, config):
     return max(1, min(config.steps_per_loop, boundary - step))
 
 
+def epochs_end_step(num_epochs, pipeline_examples, global_batch_size):
+    """The step at which ``num_epochs`` passes over the data end.
+
+    Each input pipeline reads its own records (``pipeline_examples[i]``) in
+    batches of ``global_batch_size / len(pipeline_examples)`` with the
+    partial last batch dropped; the run ends when the first pipeline has no
+    full batch left. A run resumed at any step ends at this same step (the
+    rebuilt pipeline starts a new pass, so the step count, not the data,
+    says when to stop).
+
+    Args:
+        num_epochs: passes over the data.
+        pipeline_examples: examples each input pipeline reads per pass.
+        global_batch_size: examples per step over all replicas.
+    """
+    batch = global_batch_size // len(pipeline_examples)
+    return min(num_epochs * n // batch for n in pipeline_examples)
+
+
+def passes_done(step, examples, pipeline_batch_size):
+    """Whole passes over ``examples`` records that ``step`` steps of
+    ``pipeline_batch_size`` consumed (a resumed pipeline repeats only the
+    rest)."""
+    return step * pipeline_batch_size // examples
+
+
 def _worker_checkpoint_dir(train_dir, strategy):
     """Chief writes into train_dir; other workers into a scratch folder
     (MultiWorkerMirroredStrategy needs every worker to take part in saving)."""
