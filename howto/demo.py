@@ -25,8 +25,6 @@ from absl import flags
 
 from vidcore import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
 WORD_VECTORS = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "data", "demo_word_vectors.bin"
@@ -79,7 +77,6 @@ def main(argv):
             "--num_workers=2",
         ],
         log,
-        tail=2,
     )
     cli.run_step(
         [
@@ -93,7 +90,6 @@ def main(argv):
             f"--output_dir={shards}",
         ],
         log,
-        tail=2,
     )
     test = os.path.join(shards, "msrvtt_test-*")
     epochs = 1 if FLAGS.quick else FLAGS.epochs
@@ -115,10 +111,8 @@ def main(argv):
             f"--msrvtt_test_path={test}",
             "--batch_size_val=500",
             f"--checkpoint_dir={ckpt}",
-            "--verbose=0",
         ],
         log,
-        tail=8,
     )
     cli.run_step(
         [
@@ -130,7 +124,6 @@ def main(argv):
             "--video_to_text",
         ],
         log,
-        tail=4,
     )
     with open(os.path.join(ckpt, "retrieval.json")) as f:
         results = json.load(f)["results"]
@@ -141,6 +134,7 @@ def main(argv):
         f"{t2v['MedR']:g} (chance: R@1 0.1%, R@10 1.0%, median rank "
         f"~500)\nModel: {ckpt}\nLog: {log}"
     )
+    print(cli.tensorboard_hint(ckpt))
 
 
 def run():

@@ -27,8 +27,6 @@ from absl import flags
 from vidcore import cli
 from vidcore.errors import UserInputError
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 CLIPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                      "clips")
 SEGMENT_SECONDS = 1.0
@@ -111,7 +109,7 @@ def main(argv):
              "--short_side=40", f"--output_dir={os.path.join(data, split)}",
              f"--prefix={split}", "--num_shards=2",
              f"--num_workers={workers}"],
-            log, tail=2)
+            log)
     epochs = 1 if FLAGS.quick else FLAGS.epochs
     cli.run_step(
         ["-m", "kinetics.train", f"--data_path={data}",
@@ -120,18 +118,19 @@ def main(argv):
          f"--epochs={epochs}", "--lr=0.02", "--lr_warmup_epochs=1",
          f"--lr_milestones={max(epochs - 3, 1)}", "--print_freq=10",
          f"--output_dir={run_dir}"],
-        log, tail=6)
+        log)
     cli.run_step(
         ["-m", "kinetics.eval", f"--data_path={data}",
          f"--output_dir={run_dir}", "--clips_per_video=3",
          "--batch_size=8", f"--predictions_csv={work}/predictions.csv"],
-        log, tail=6)
+        log)
     with open(os.path.join(run_dir, "eval.json")) as f:
         results = json.load(f)["results"]
     print(f"\nValidation segments of the 4 real clips: clip accuracy "
           f"{results['clip_acc@1']:.1f}%, video accuracy "
           f"{results['video_acc@1']:.1f}% (chance 25%)\nModel: {run_dir}\n"
           f"Predictions: {work}/predictions.csv\nLog: {log}")
+    print(cli.tensorboard_hint(run_dir))
 
 
 def run():

@@ -38,7 +38,11 @@ byte-identical:
 After all shards, `manifest-{prefix}.json` (shard names, record counts, the
 conversion options) and `rejects-{prefix}.jsonl` (one JSON object per
 rejected item: `item`, `reason`) are written atomically, also when nothing
-was rejected, so that nothing is dropped silently.
+was rejected, so that nothing is dropped silently. A conversion that ends
+with no record at all (every item rejected) is an error, not a result: it
+writes the rejects file, removes the empty shards and their completion
+records, writes no manifest, and raises a `ConversionError` naming the
+rejects file (the CLIs exit with status 1).
 
 Library use:
 
@@ -647,6 +651,41 @@ def _write_outputs(jobs, results, output_dir, prefix, options):
                             manifest_path, rejects_path)
 
 
+def _nothing_converted(jobs, results, output_dir, prefix):
+    """Cleans up a conversion without records; returns its error.
+
+    Writes the rejects file (the reasons), removes the empty shards and
+    their completion records (so no reader finds an empty dataset and a
+    run with fixed inputs converts everything again) and any manifest of an
+    earlier run under the same prefix.
+
+    Returns:
+        ConversionError naming the rejects file.
+    """
+    rejects = [r for result in sorted(results, key=lambda r: r["index"])
+               for r in result["rejects"]]
+    rejects_path = os.path.join(output_dir,
+                                REJECTS_TEMPLATE.format(prefix=prefix))
+    _write_json_atomic(rejects_path, rejects, lines=True)
+    manifest_path = os.path.join(
+        output_dir, sharded_writer.MANIFEST_TEMPLATE.format(prefix=prefix))
+    for path in [p for j in jobs for p in (j.path, j.done_path)] + [
+            manifest_path]:
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+    num_items = sum(len(j.items) for j in jobs)
+    if not num_items:
+        what = "there were no inputs to convert"
+    elif len(rejects) == num_items:
+        what = f"all {num_items} inputs were rejected"
+    else:
+        what = (f"{num_items} inputs gave no records ({len(rejects)} "
+                "rejected)")
+    return ConversionError(
+        f"{what}: nothing was written to {output_dir}; the reasons are in "
+        f"{rejects_path}")
+
+
 def convert_items(items, convert, output_dir, prefix, num_shards,
                   item_id=default_item_id, options=None, runner="local",
                   num_workers=1, beam_runner="DirectRunner", beam_options="",
@@ -681,7 +720,8 @@ def convert_items(items, convert, output_dir, prefix, num_shards,
     Raises:
         InputError: bad arguments, or Beam asked for but not installed.
         ConversionError: an item or shard failed with an error other than
-            Reject (finished shards are kept).
+            Reject (finished shards are kept), or no item gave a record
+            (see the module docstring).
     """
     if runner not in RUNNERS:
         raise cli.InputError(f"--runner must be one of {RUNNERS}, got "
@@ -708,8 +748,10 @@ def convert_items(items, convert, output_dir, prefix, num_shards,
     missing = [j.name for j in pending if j.index not in done]
     if missing:  # cannot happen without a failure; never drop silently
         raise ConversionError(f"shards {missing} were not converted")
-    result = _write_outputs(jobs, list(kept.values()) + results, output_dir,
-                            prefix, options)
+    results = list(kept.values()) + results
+    if not any(r["records"] for r in results):
+        raise _nothing_converted(jobs, results, output_dir, prefix)
+    result = _write_outputs(jobs, results, output_dir, prefix, options)
     result.resumed = [jobs[k].name for k in sorted(kept)]
     return result
 

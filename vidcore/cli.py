@@ -17,6 +17,7 @@ is listed under "other", so no flag is ever left out. absl's own
 import codecs
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -323,33 +324,83 @@ def run(main, flag_values=None):
     run_app(guarded_main, flag_values)
 
 
-def run_step(args, log, tail=12):
-    """Runs one CLI as ``python -m ...`` (a demo step).
+def run_step(args, log):
+    """Runs one CLI as ``python -m ...`` (a demo step), streaming its output.
 
-    Prints the command and the last ``tail`` lines of its output, appends
-    everything to ``log``, and stops with the command's error if it fails.
+    Prints the command, then the command's stdout and stderr as they come
+    (indented; progress lines included), appends the same text to ``log``
+    as it arrives, and stops with the command's exit status if it fails.
 
     Args:
         args: argument list after ``python``, e.g. ["-m", "yt8m.train", ...].
         log: log file path.
-        tail: output lines shown.
 
     Returns:
-        The command's stdout.
+        The command's output (stdout and stderr interleaved).
     """
     shown = " ".join(args)
     print(f"\n$ python {shown}", flush=True)
     start = time.time()
-    proc = subprocess.run([sys.executable] + list(args), capture_output=True,
-                          text=True, env={**os.environ,
-                                          "TF_CPP_MIN_LOG_LEVEL": "2"})
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ python {shown}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"demo step failed (exit {proc.returncode}): "
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # output as it comes
+    with open(log, "a", encoding="utf-8") as log_file:
+        log_file.write(f"$ python {shown}\n")
+        log_file.flush()
+        proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable] + list(args), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env=env)
+        output = _relay(proc.stdout, log_file)
+        returncode = proc.wait()
+    if returncode != 0:
+        raise SystemExit(f"demo step failed (exit {returncode}): "
                          f"python {shown}; full log in {log}")
-    for line in proc.stdout.strip().splitlines()[-tail:]:
-        print("   " + line)
     print(f"   ({time.time() - start:.0f} s)", flush=True)
-    return proc.stdout
+    return output
+
+
+def tensorboard_hint(logdir):
+    """The line a demo ends with: how to open its TensorBoard event files.
+
+    Args:
+        logdir: the directory holding the runs' event files.
+
+    Returns:
+        ``TensorBoard: tensorboard --logdir=<absolute path>`` (the path
+        quoted for the shell when it needs it).
+    """
+    return (f"TensorBoard (training curves): tensorboard "
+            f"--logdir={shlex.quote(os.path.abspath(logdir))}")
+
+
+def _relay(pipe, log_file, indent="   "):
+    """Copies a child's output to stdout (indented) and to the log file.
+
+    Reads whatever has arrived (not whole lines), so progress lines that are
+    redrawn with carriage returns show as they change.
+
+    Returns:
+        All the text read.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    at_line_start = True
+    seen = []
+    while True:
+        chunk = os.read(pipe.fileno(), 65536)
+        text = decoder.decode(chunk, final=not chunk)
+        if text:
+            seen.append(text)
+            log_file.write(text)
+            log_file.flush()
+            shown = []
+            for char in text:
+                if at_line_start and char not in "\r\n":
+                    shown.append(indent)
+                shown.append(char)
+                at_line_start = char in "\r\n"
+            sys.stdout.write("".join(shown))
+            sys.stdout.flush()
+        if not chunk:
+            break
+    pipe.close()
+    if not at_line_start:
+        sys.stdout.write("\n")
+    return "".join(seen)

@@ -94,7 +94,8 @@ def quiet_startup():
     Does nothing when TensorFlow is already imported (its start-up lines
     are written by then).
     """
-    os.environ.setdefault(LEVEL_VARIABLE, DEFAULT_LEVEL)
+    if not os.environ.get(LEVEL_VARIABLE):  # unset or empty
+        os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
     if "tensorflow" in sys.modules:
         return
     level = min_log_level()

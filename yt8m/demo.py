@@ -22,8 +22,6 @@ from absl import flags
 
 from vidcore import cli
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 FLAGS = flags.FLAGS
 
 
@@ -137,6 +135,7 @@ def main(argv):
     print(f"  {'ensemble':<16} {fitted['ensemble_gap']:8.4f}")
     print(f"  {'chance':<16} {chance:8.4f}   (random scores)")
     print(f"\nKaggle submission: {submission_file}\nLog: {log}")
+    print(cli.tensorboard_hint(os.path.join(work, "models")))
 
 
 def run():

@@ -12,14 +12,13 @@ import json
 import os
 import time
 
-import keras
 import tensorflow as tf
 from absl import flags, logging
 
 from input_pipeline import features as keys
 from input_pipeline import records
 from input_pipeline import yt8m as reader
-from vidcore import cli, distribute, losses, metrics, training
+from vidcore import cli, distribute, losses, metrics, progress, training
 from vidcore.errors import UserInputError
 from vidcore.prediction import run_batches
 from yt8m import flags as yflags
@@ -55,12 +54,13 @@ def evaluate_videos(model, strategy, dataset, num_classes, top_k):
                                                           predictions)
         return summary
 
-    progbar = keras.utils.Progbar(None, unit_name="video")
+    progbar = progress.Progbar(None, unit_name="video")
     for out in run_batches(strategy, dataset, replica_fn,
                            sum_keys=("class_positives",)):
         accumulator.update(out)
         loss_sum += float(out["loss"][out["mask"]].sum())
         progbar.add(int(out["mask"].sum()))
+    progbar.finish()
     result = accumulator.result()
     result["avg_loss"] = loss_sum / max(result["num_videos"], 1)
     return result

@@ -8,7 +8,6 @@ averages. ``--segment_labels`` writes the 2019 ``Class,Segments`` file.
 The model settings come from what training recorded in ``--train_dir``.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
@@ -16,7 +15,7 @@ from absl import flags, logging
 from input_pipeline import features as keys
 from input_pipeline import records
 from input_pipeline import yt8m as reader
-from vidcore import cli, distribute
+from vidcore import cli, distribute, progress
 from vidcore.errors import UserInputError
 from vidcore.prediction import run_batches
 from yt8m import flags as yflags
@@ -62,7 +61,7 @@ def write_video_file(model, strategy, source, reader_cfg, counter):
     dataset = reader.evaluation_dataset(source, reader_cfg, global_batch,
                                         counter)
     keep_labels = bool(FLAGS.output_labels_file)
-    progbar = keras.utils.Progbar(None, unit_name="video")
+    progbar = progress.Progbar(None, unit_name="video")
     label_ids, label_lists = [], []
     with submission.VideoPredictionWriter(FLAGS.output_file,
                                           top_k=FLAGS.top_k) as writer:
@@ -73,6 +72,7 @@ def write_video_file(model, strategy, source, reader_cfg, counter):
                 label_ids.extend(ids)
                 label_lists.extend(_labels_lists(labels))
             progbar.add(len(ids))
+    progbar.finish()
     if keep_labels:
         submission.write_labels(FLAGS.output_labels_file, label_ids,
                                 label_lists)

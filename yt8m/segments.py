@@ -5,11 +5,11 @@ rated classes) and, per class, the best ``max_per_class`` segments, as the
 official inference did; the submission lists them per class, best first.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from input_pipeline import records
+from vidcore import progress
 from vidcore.errors import DataError
 from vidcore.prediction import run_batches
 
@@ -133,7 +133,7 @@ def rank_segments(model, strategy, dataset, whitelist, top_k, max_per_class,
 
     ranker = SegmentRanker(max_per_class)
     ratings = {} if with_ratings else None
-    progbar = keras.utils.Progbar(None, unit_name="segment")
+    progbar = progress.Progbar(None, unit_name="segment")
     for out in run_batches(strategy, dataset, replica_fn):
         keep = out["mask"]
         ids = records.decode_ids(out["id"][keep])
@@ -145,4 +145,5 @@ def rank_segments(model, strategy, dataset, whitelist, top_k, max_per_class,
                 for cls in np.flatnonzero(rated):
                     ratings[(seg_id, int(cls))] = float(labels[cls])
         progbar.add(len(ids))
+    progbar.finish()
     return ranker, ratings
