@@ -1,5 +1,7 @@
-"""Learning-rate schedules of the published recipes (Keras schedules of the
-optimizer step, serialisable with ``get_config``)."""
+"""Learning-rate schedules of the published recipes (Keras schedules,
+serialisable with ``get_config``). In ``vidcore.training.Trainer`` a schedule
+is evaluated at the loop's step (batches consumed before the update), not at
+the optimizer's ``iterations``, which skipped loss-scale steps hold back."""
 
 import keras
 import tensorflow as tf
