@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vidcore.backbones import resnet3d
+from vidcore.backbones import resnet3d, s3d
 from vidcore.layers.normalization import BatchNorm, batch_norm
 
 EPSILON = 1e-3
@@ -334,10 +334,15 @@ def test_renorm_is_refused():
         batch_norm(renorm=True)
 
 
-def test_resnet3d_uses_the_shared_layer():
+@pytest.mark.parametrize("build", [
+    lambda sync_bn: resnet3d.r3d_18(num_classes=3, input_shape=(4, 16, 16, 3),
+                                    sync_bn=sync_bn),
+    lambda sync_bn: s3d.s3d(input_shape=(None, None, None, 3),
+                            sync_bn=sync_bn, include_top=False),
+], ids=["r3d_18", "s3d"])
+def test_video_backbones_use_the_shared_layer(build):
     for sync_bn in (False, True):
-        model = resnet3d.r3d_18(num_classes=3, input_shape=(4, 16, 16, 3),
-                                sync_bn=sync_bn)
+        model = build(sync_bn)
         norms = [layer for layer in model.layers
                  if isinstance(layer, keras.layers.BatchNormalization)]
         assert norms and all(isinstance(layer, BatchNorm)

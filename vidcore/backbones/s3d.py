@@ -38,6 +38,7 @@ from keras import ops
 
 from vidcore.backbones import torch_weights
 from vidcore.backbones.padding import check_input_shape, conv3d
+from vidcore.layers.normalization import batch_norm
 
 # torchvision S3D: BatchNorm3d(eps=0.001, momentum=0.001).
 S3D_BN_MOMENTUM = 0.999
@@ -300,9 +301,8 @@ def _conv_bn_relu(x, filters, kernel_size, strides, padding, name, sync_bn,
     """Conv (no bias) -> BN -> ReLU named ``{name}_{names[i]}``."""
     x = conv3d(x, filters, kernel_size, strides=strides, padding=padding,
                use_bias=False, name=f"{name}_{names[0]}")
-    x = keras.layers.BatchNormalization(
-        axis=-1, momentum=momentum, epsilon=epsilon, synchronized=sync_bn,
-        name=f"{name}_{names[1]}")(x)
+    x = batch_norm(momentum, epsilon, name=f"{name}_{names[1]}",
+                   synchronized=sync_bn)(x)
     return keras.layers.ReLU(name=f"{name}_{names[2]}")(x)
 
 
