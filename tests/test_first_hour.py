@@ -107,6 +107,7 @@ def test_progress_into_a_file_has_plain_whole_lines(monkeypatch):
     assert lines[-1] == "Evaluation of model.ckpt-30:"
     assert lines[-2].split()[0] == "300/Unknown"  # the final count
     assert all(line.split()[0].endswith("/Unknown") for line in lines[:-1])
+    assert len(lines) == len(set(lines))  # the final count only once
 
 
 def test_progress_into_a_file_writes_at_most_one_line_per_interval(

@@ -40,6 +40,7 @@ class Progbar(keras.utils.Progbar):
         if not self._dynamic_display:
             self.interval = max(self.interval, file_interval)
         self._line_open = False  # a redrawn line waits for its newline
+        self._shown = None  # the step of the last line written
         self._finished = False
 
     def update(self, current, values=None, finalize=None):
@@ -55,10 +56,13 @@ class Progbar(keras.utils.Progbar):
             text = text.rstrip() + "\n" if text.strip() else ""
         sys.stdout.write(text)
         sys.stdout.flush()
+        self._shown = current
         self._line_open = self._dynamic_display and not text.endswith("\n")
 
     def finish(self, current=None, values=None):
         """Shows the final count (or ``current``) and ends the line.
+
+        A final count that the last line already shows is not repeated.
 
         Args:
             current: the final step; default: the last one seen.
@@ -67,9 +71,9 @@ class Progbar(keras.utils.Progbar):
         if self._finished:
             return
         self._finished = True
-        if self.verbose:
-            self.update(self._seen_so_far if current is None else current,
-                        values, finalize=True)
+        current = self._seen_so_far if current is None else current
+        if self.verbose and (current != self._shown or values):
+            self.update(current, values, finalize=True)
         if self._line_open:
             sys.stdout.write("\n")
             sys.stdout.flush()

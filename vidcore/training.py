@@ -414,7 +414,8 @@ class Trainer:
         train_steps = self._make_train_function()
         writer = (tf.summary.create_file_writer(cfg.train_dir)
                   if self.chief else tf.summary.create_noop_writer())
-        progbar = keras.utils.Progbar(
+        from vidcore import progress  # pylint: disable=import-outside-toplevel
+        progbar = progress.Progbar(
             cfg.max_steps, verbose=1 if (cfg.verbose and self.chief) else 0,
             stateful_metrics=["loss", "reg_loss", "examples/s"])
         if start:
