@@ -57,7 +57,11 @@ flags.DEFINE_float("lr_warmup_decay", 0.001,
                    "Warm-up starts at this fraction of the rate.",
                    flag_values=FLAGS)
 flags.DEFINE_bool("sync_bn", False,
-                  "Synchronise batch-norm statistics across replicas.",
+                  "Synchronise batch-norm statistics across replicas "
+                  "(normalise with the global batch). Without it each "
+                  "replica normalises with its own batch and the moving "
+                  "statistics are averaged across replicas at every step, "
+                  "so evaluation and checkpoints use one copy.",
                   flag_values=FLAGS)
 flags.DEFINE_integer("steps_per_epoch", 0,
                      "Steps per epoch (0: clips per epoch // global batch).",
