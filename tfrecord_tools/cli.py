@@ -20,6 +20,7 @@ import functools
 import tensorflow as tf
 
 from vidcore import cli as core_cli
+from vidcore.cli import flag_topic  # noqa: F401 - for the tools' --help
 from vidcore.errors import DataError, UserInputError
 
 

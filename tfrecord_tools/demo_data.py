@@ -332,6 +332,7 @@ def write_demo_dataset(output_dir, num_classes=200, num_train=400,
 # -- CLI -----------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("data", FLAGS)
 flags.DEFINE_string("output_dir", None,
                     "Directory for the SYNTHETIC demo shards.",
                     flag_values=FLAGS)

@@ -187,6 +187,7 @@ def write_demo_release(output_dir, dims=(64, 64), noise_std=0.5,
 
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("data", FLAGS)
 flags.DEFINE_string("output_dir", None, "Output directory.", flag_values=FLAGS)
 flags.DEFINE_list("dims", ["64", "64"], "2D,3D synthetic feature sizes.",
                   flag_values=FLAGS)

@@ -643,6 +643,7 @@ def convert_eval_set(dataset, captions, features, output_dir, split="test",
 # -- CLI ----------------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("input", FLAGS)
 flags.DEFINE_enum("dataset", None, list(DATASETS),
                   "Caption file layout (see the module docstring).",
                   flag_values=FLAGS)

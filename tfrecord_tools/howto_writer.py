@@ -698,6 +698,7 @@ def _check_settings(settings):
 # -- CLI ----------------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("input", FLAGS)
 flags.DEFINE_string(
     "csv", None,
     "Video list: CSV with a header naming video_id (optional columns task, "

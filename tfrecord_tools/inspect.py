@@ -497,6 +497,7 @@ def format_report(info):
 # -- CLI -----------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("data", FLAGS)
 flags.DEFINE_string("data_pattern", None,
                     "Glob of the shards, e.g. 'data/train*.tfrecord' "
                     "(comma-separated globs allowed).", flag_values=FLAGS)

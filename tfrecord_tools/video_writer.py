@@ -351,6 +351,7 @@ def _option_label_map(label_map):
 # -- CLI ----------------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("input", FLAGS)
 flags.DEFINE_string(
     "video_dir", None,
     "Input: a directory with one sub-folder per class (Kinetics / UCF101 "

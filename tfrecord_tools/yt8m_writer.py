@@ -449,6 +449,7 @@ def convert_directory(features_dir, labels_csv, output_dir, prefix="train",
 # -- CLI -----------------------------------------------------------------
 
 FLAGS = flags.FlagValues()
+cli.flag_topic("input", FLAGS)
 flags.DEFINE_string(
     "features_dir", None,
     "Directory with one <video_id>.npz per video (arrays named by "
@@ -460,6 +461,7 @@ flags.DEFINE_string(
     "CSV with header 'video_id,labels'; labels are space-separated integer "
     "class ids and may be empty. Defines which videos are written, in order.",
     flag_values=FLAGS)
+cli.flag_topic("output", FLAGS)
 flags.DEFINE_string("output_dir", None, "Directory for the shards.",
                     flag_values=FLAGS)
 flags.DEFINE_string("prefix", "train",
