@@ -1,14 +1,23 @@
 """Benchmark and cross-check of vidcore.metrics (GAP@k, mAP, Hit@1, PERR).
 
-Times our streaming path (top-k summary per batch, numpy and TensorFlow on
-CPU, then ``StreamingYT8MMetrics.result()``) against a straightforward
-per-formula implementation written here (full-matrix numpy: per-row argsort
-for the top-k, one flat sort for GAP, a Python loop over classes for mAP and
-over videos for PERR). Prints markdown tables and exits with status 1 when a
-metric differs by more than --tolerance.
+1. Cost over bare top-k: on the first --timing-videos videos (already
+   TensorFlow tensors, batches of --batch), the whole streaming evaluation
+   (``topk_summary`` in one tf.function per batch, summaries fetched,
+   ``StreamingYT8MMetrics.update`` per batch, then ``result()``) against
+   bare ``tf.math.top_k`` of the same batches (values and indices fetched),
+   the part no implementation avoids. Best of --rounds rounds, the two
+   taking turns in each round; prints the ratio.
+2. Cross-check: our streaming path (numpy and TensorFlow summaries) on all
+   --videos against a straightforward per-formula implementation written
+   here (full-matrix numpy: per-row argsort for the top-k, one flat sort for
+   GAP, a Python loop over classes for mAP and over videos for PERR).
+
+Prints markdown tables and exits with status 1 when a metric differs by more
+than --tolerance.
 
 Usage:
-  python bench/bench_metrics.py [--videos 100000] [--classes 3862] [--seed 0]
+  python bench/bench_metrics.py [--videos 100000] [--timing-videos 20000]
+      [--classes 3862] [--rounds 5] [--seed 0]
 """
 import argparse
 import datetime
@@ -40,6 +49,10 @@ def parse_args():
     parser.add_argument("--tolerance", type=float, default=1e-9)
     parser.add_argument("--no-tf", action="store_true",
                         help="skip the TensorFlow summary path")
+    parser.add_argument("--timing-videos", type=int, default=20_000,
+                        help="videos timed against bare top-k (0: skip)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="best-of rounds of the timing against top-k")
     return parser.parse_args()
 
 
@@ -81,13 +94,19 @@ def ours_numpy(preds, labels, top_k, batch):
     return result, summary_s, result_s
 
 
-def ours_tf(preds, labels, top_k, batch):
+def summary_step(num_classes, top_k):
+    """topk_summary as one tf.function per batch, traced for [None, V]."""
     import tensorflow as tf
-    spec = [tf.TensorSpec([None, preds.shape[1]], tf.float32),
-            tf.TensorSpec([None, preds.shape[1]], tf.bool)]
+    spec = [tf.TensorSpec([None, num_classes], tf.float32),
+            tf.TensorSpec([None, num_classes], tf.bool)]
     step = tf.function(lambda p, y: M.topk_summary(p, y, top_k),
                        input_signature=spec)
-    step(preds[:2], labels[:2])  # trace outside the timing
+    step.get_concrete_function()  # trace outside the timing
+    return step
+
+
+def ours_tf(preds, labels, top_k, batch):
+    step = summary_step(preds.shape[1], top_k)
     metrics = M.StreamingYT8MMetrics(preds.shape[1], top_k)
     start = time.perf_counter()
     for lo in range(0, len(preds), batch):
@@ -96,6 +115,79 @@ def ours_tf(preds, labels, top_k, batch):
     summary_s = time.perf_counter() - start
     result, result_s = timed(metrics.result)
     return result, summary_s, result_s
+
+
+def timing_against_top_k(preds, labels, top_k, batch, rounds):
+    """Best-of-rounds seconds of bare top-k and of each stage of ours.
+
+    Returns:
+      dict stage -> seconds: "bare", "summary" (topk_summary, fetched),
+      "summary + update", "total" (summary + update + result()).
+    """
+    import tensorflow as tf
+    bare = tf.function(lambda p: tf.math.top_k(p, top_k), input_signature=[
+        tf.TensorSpec([None, preds.shape[1]], tf.float32)])
+    bare.get_concrete_function()
+    step = summary_step(preds.shape[1], top_k)
+    batches = [(tf.constant(preds[lo:lo + batch]),
+                tf.constant(labels[lo:lo + batch]))
+               for lo in range(0, len(preds), batch)]
+
+    def run_bare():
+        for p, _ in batches:
+            out = bare(p)
+            out.values.numpy(), out.indices.numpy()
+
+    def run_ours(update, result):
+        metrics = M.StreamingYT8MMetrics(preds.shape[1], top_k)
+        for p, y in batches:
+            summary = {k: v.numpy() for k, v in step(p, y).items()}
+            if update:
+                metrics.update(summary)
+        if result:
+            metrics.result()
+
+    stages = {"bare": run_bare,
+              "summary": lambda: run_ours(False, False),
+              "summary + update": lambda: run_ours(True, False),
+              "total": lambda: run_ours(True, True)}
+    best = {name: float("inf") for name in stages}
+    for _ in range(rounds):
+        for name, fn in stages.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def measure_timing(args, preds, labels):
+    """Runs timing_against_top_k; returns what print_timing shows."""
+    n = min(args.timing_videos, len(preds))
+    before = load_average()
+    best = timing_against_top_k(preds[:n], labels[:n], args.top_k,
+                                args.batch, args.rounds)
+    return n, f"{before} before, {load_average()} after", best
+
+
+def load_average():
+    """The 1/5/15-minute load averages, as in /proc/loadavg."""
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def print_timing(args, num_classes, timing):
+    n, load, best = timing
+    print(f"\nCost over bare top-k: {n} x {num_classes} in batches of "
+          f"{args.batch}, best of {args.rounds} rounds (load average "
+          f"{load}):\n")
+    print("| stage | seconds | ratio to bare top-k |\n|---|---|---|")
+    names = {"bare": "bare tf.math.top_k (values + indices fetched)",
+             "summary": "topk_summary (tf.function per batch, fetched)",
+             "summary + update": "+ StreamingYT8MMetrics.update",
+             "total": "+ result() = whole evaluation"}
+    for stage, seconds in best.items():
+        print(f"| {names[stage]} | {seconds:.3f} | "
+              f"{seconds / best['bare']:.2f} |")
 
 
 # ------------------------------------------------- straightforward reference
@@ -176,6 +268,9 @@ def main():
           f"{labels.sum() / args.videos:.2f} labels/video, top_k="
           f"{args.top_k}, batches of {args.batch}, seed {args.seed} "
           f"(generated in {gen_s:.1f} s)")
+    timing = None
+    if args.timing_videos and not args.no_tf:
+        timing = measure_timing(args, preds, labels)
 
     ours = {"numpy": ours_numpy(preds, labels, args.top_k, args.batch)}
     if not args.no_tf:
@@ -207,6 +302,8 @@ def main():
     for stage, seconds in ref_times.items():
         print(f"| reference: {stage} | {seconds:.2f} |")
     print(f"| reference: total | {ref_s:.2f} |")
+    if timing is not None:
+        print_timing(args, args.classes, timing)
 
     ok = worst <= args.tolerance
     print(f"\nmax |diff| = {worst:.1e} "

@@ -174,6 +174,36 @@ def test_accumulator_truncates_wider_summaries_and_resets():
 
 
 # --------------------------------------------------------------------------
+# Sorting and AP kernels against their plain definitions.
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_ranked_order_is_the_stable_descending_sort(seed):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.normal(0, 2, 500), seed % 2).astype(np.float32)
+    scores[:8] = [0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 0.0, -0.0]
+    rng.shuffle(scores)
+    expected = sorted(range(scores.size), key=lambda i: (-scores[i], i))
+    np.testing.assert_array_equal(M.ranked_order(scores), expected)
+    assert M.ranked_order(np.zeros(0, np.float32)).size == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_average_precision_equals_per_group_loop(seed):
+    rng = np.random.default_rng(seed)
+    groups = np.sort(rng.choice([0, 2, 3, 6], 300))   # groups 1, 4, 5 empty
+    hits = rng.random(300) < 0.3
+    positives = np.bincount(groups[hits], minlength=7) + rng.integers(0, 3, 7)
+    expected = np.zeros(7)
+    for g in range(7):
+        ranked = hits[groups == g]
+        precision = np.cumsum(ranked) / np.arange(1, ranked.size + 1)
+        if positives[g]:
+            expected[g] = precision[ranked].sum() / positives[g]
+    got = M.grouped_average_precision(groups, hits, positives)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
+
+
+# --------------------------------------------------------------------------
 # Mask handling.
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize("use_tf", [False, True])
