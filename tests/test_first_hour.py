@@ -114,10 +114,13 @@ def test_progress_into_a_file_writes_at_most_one_line_per_interval(
         monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
-    bar = progress.Progbar(1000, stateful_metrics=["loss"])
+    bar = progress.Progbar(1000, width=10, stateful_metrics=["loss"])
     for step in range(1, 1001):
         bar.update(step, [("loss", 0.5)])
-    assert len(out.getvalue().splitlines()) == 2  # the first and the last
+    first, last = out.getvalue().splitlines()  # at most one per 10 s
+    assert first.startswith("   1/1000 " + "." * 10 + " ")
+    assert last.startswith("1000/1000 " + "\u2501" * 10 + " ")
+    assert "loss: 0.5000" in last
 
 
 def test_progress_on_a_terminal_redraws_and_finish_ends_the_line(

@@ -8,8 +8,9 @@ next print continues its unfinished last line ("200/Unknown ... 8ms/video
 Evaluation of ..."). ``Progbar`` here keeps Keras' layout, but:
 
 * it redraws in place only when stdout is a terminal;
-* elsewhere it writes one plain line (no escape codes) at most every
-  ``file_interval`` seconds, and each line ends with a newline;
+* elsewhere it writes one plain line (no escape codes; the bar's part
+  still to do drawn as dots) at most every ``file_interval`` seconds, and
+  each line ends with a newline;
 * ``finish()`` writes the final count and ends the line, so whatever is
   printed next starts on a line of its own.
 """
@@ -22,6 +23,9 @@ import sys
 import keras
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Keras draws the bar's done part green and the rest white, with the same
+# character; without colours the rest becomes dots.
+_TODO_PART = re.compile(r"\x1b\[37m(\u2501*)")
 
 
 class Progbar(keras.utils.Progbar):
@@ -52,6 +56,7 @@ class Progbar(keras.utils.Progbar):
         if not text:
             return
         if not self._dynamic_display:
+            text = _TODO_PART.sub(lambda m: "." * len(m.group(1)), text)
             text = _ANSI.sub("", text).strip("\n\r\b")
             text = text.rstrip() + "\n" if text.strip() else ""
         sys.stdout.write(text)
