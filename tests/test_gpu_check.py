@@ -1,0 +1,138 @@
+"""bench/gpu_check.py at tiny sizes on two logical CPU devices (--smoke), so
+the GPU readiness check runs in CI and cannot rot."""
+
+import importlib.util
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_gpu_check():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", os.path.join(REPO, "bench", "gpu_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # AutoGraph reads its source
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = _load_gpu_check()
+
+
+def table_rows(output):
+    """{(family, precision): {column: cell}} of the printed table."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = dict(zip(header, (c.strip() for c in
+                                  line.strip("|").split("|"))))
+        rows[(cells["family"], cells["precision"])] = cells
+    return rows
+
+
+NUMERIC = ("examples/s", "train GFLOP/example", "model TFLOP/s",
+           "matmul peak TFLOP/s", "fraction of peak")
+
+
+def check_smoke_table(output, families):
+    rows = table_rows(output)
+    assert set(rows) == {(f, p) for f in families
+                         for p in gpu_check.PRECISIONS}
+    for (family, precision), cells in rows.items():
+        for column in NUMERIC:
+            value = float(cells[column])
+            assert math.isfinite(value) and value > 0, (family, precision,
+                                                         column, value)
+        assert int(cells["replicas"]) == 2  # MirroredStrategy, 2 CPUs
+        assert int(cells["timed steps"]) == 2
+        assert cells["result"].startswith("ok"), cells
+        deviation = cells["max loss deviation from float32"]
+        if precision == "float32":
+            assert deviation == "reference"
+        else:
+            assert 0 <= float(deviation) <= gpu_check.TOLERANCE[precision]
+    assert "FAIL" not in output
+
+
+def test_smoke_howto_in_three_precisions(capsys):
+    """The fast part: one family through every precision."""
+    assert gpu_check.main(["--smoke", "--families=howto100m"]) == 0
+    check_smoke_table(capsys.readouterr().out, ["howto100m"])
+
+
+@pytest.mark.slow
+def test_smoke_every_family_and_precision(capsys):
+    """The whole check at tiny sizes (R(2+1)D-18's 31 M weights and long
+    graph make it a few minutes on 2 cores)."""
+    assert gpu_check.main(["--smoke"]) == 0
+    check_smoke_table(capsys.readouterr().out, list(gpu_check.FAMILIES))
+
+
+def test_loss_off_the_float32_run_fails():
+    reference = gpu_check.CaseResult("f", "float32", 1, 4,
+                                     losses={1: 2.0, 2: 1.8, 3: 1.6, 4: 1.0})
+    close = gpu_check.CaseResult("f", "mixed_bfloat16", 1, 4,
+                                 losses={1: 2.02, 2: 1.8, 3: 1.6, 4: 9.0})
+    gpu_check.compare_to_float32(close, reference)
+    assert close.deviation == pytest.approx(0.01)  # step 4 is not compared
+    assert close.failures == []
+    off = gpu_check.CaseResult("f", "mixed_float16", 1, 4,
+                               losses={1: 2.0, 2: 1.8, 3: 1.5})
+    gpu_check.compare_to_float32(off, reference)
+    assert off.deviation == pytest.approx(0.1 / 1.6)
+    assert len(off.failures) == 1 and "tolerance" in off.failures[0]
+
+
+def _nan_family(smoke, replicas):
+    """A one-layer model whose loss is NaN from the first step."""
+    del smoke, replicas
+    import keras
+    import tensorflow as tf
+
+    from vidcore import training
+
+    def build_model():
+        inputs = keras.Input((3,))
+        return keras.Model(inputs, keras.layers.Dense(2)(inputs))
+
+    def loss(labels, outputs):
+        del labels
+        return tf.reduce_sum(tf.cast(outputs, tf.float32), axis=1) * float(
+            "nan")
+
+    def make_batch(rng, n):
+        return (rng.normal(size=(n, 3)).astype(np.float32),
+                np.zeros(n, np.int32))
+
+    return gpu_check.Family(
+        name="nan_family", example="row", per_replica_batch=2,
+        build_model=build_model,
+        build_optimizer=lambda loss_scale: training.make_optimizer(
+            "adam", 1e-3, loss_scale=loss_scale),
+        per_example_loss=loss, make_batch=make_batch)
+
+
+def test_non_finite_loss_is_a_fail_with_exit_status_1(monkeypatch, capsys):
+    monkeypatch.setitem(gpu_check.FAMILIES, "nan_family", _nan_family)
+    status = gpu_check.main(["--smoke", "--families=nan_family",
+                             "--precisions=float32,mixed_bfloat16"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAIL nan_family float32: loss became nan at step 1" in out
+    assert "FAIL nan_family mixed_bfloat16: loss became nan at step 1" in out
+    rows = table_rows(out)
+    assert rows[("nan_family", "float32")]["result"].startswith("FAIL")
+
+
+def test_unknown_family_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--families=yt8m_netvlad,nope"])
+    assert exit_info.value.code == 2
+    assert ("--families=yt8m_netvlad,nope: expected a comma-separated "
+            "subset of") in capsys.readouterr().err
