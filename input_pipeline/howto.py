@@ -4,7 +4,9 @@ Two record kinds (layouts in ``input_pipeline.features``):
 
 * **videos** (HowTo100M pre-training): one SequenceExample per video with
   per-frame 2D/3D features and the video's captions. Training draws
-  ``n_pair`` clips per video (HowTo100M's sampler, vectorised in TF):
+  ``n_pair`` clips per video (HowTo100M's sampler, vectorised in TF over a
+  whole batch of videos, so a step costs a few hundred ops, not a few
+  hundred per video):
 
   1. draw ``n_pair`` caption indices uniformly, with replacement;
   2. grow each caption [start, end] by appending a neighbouring caption
@@ -17,7 +19,9 @@ Two record kinds (layouts in ``input_pipeline.features``):
      (so truncation to ``max_words`` keeps the first-drawn caption's words);
   4. each stream's frames ``[int(start * rate), int(end * rate) + 1)`` are
      max-pooled and L2-normalised (zeros when the span holds no frame), and
-     the streams are concatenated.
+     the streams are concatenated. Frames stay float16 until pooled (the
+     max is exact), and each frame is read once per batch however many
+     spans overlap it (:func:`max_pool_ranges`).
 
 * **clips** (MSR-VTT, YouCook2, LSMDC): one Example per clip with its pooled
   2D/3D features (each L2-normalised here, then concatenated) and its
@@ -72,6 +76,41 @@ class ClipConfig:
 # --------------------------------------------------------------------------- #
 # Parsing.
 # --------------------------------------------------------------------------- #
+def _video_context_spec(cfg, caption_feature):
+    """Context features of a videos-record; captions as ``caption_feature``
+    (VarLenFeature for one record, RaggedFeature for a batch)."""
+    context = {
+        keys.HOWTO_VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
+        keys.HOWTO_CAPTION_START: caption_feature(tf.float32),
+        keys.HOWTO_CAPTION_END: caption_feature(tf.float32),
+        keys.HOWTO_CAPTION_TEXT: caption_feature(tf.string),
+    }
+    for s in cfg.streams:
+        context[keys.howto_rate_key(s)] = tf.io.FixedLenFeature([], tf.float32)
+        context[keys.howto_dim_key(s)] = tf.io.FixedLenFeature([], tf.int64)
+    return context
+
+
+def _video_checks(ctx, num_captions, cfg):
+    """Assertions every parsed video must pass (captions, stream sizes)."""
+    checks = [tf.debugging.assert_positive(
+        num_captions, message="video has no captions")]
+    for s, dim in zip(cfg.streams, cfg.dims):
+        checks.append(tf.debugging.assert_equal(
+            ctx[keys.howto_dim_key(s)], tf.constant(dim, tf.int64),
+            message=f"stream {s!r} feature size differs from the expected "
+                    f"{dim} (--feature_dim / stream dims)"))
+    return checks
+
+
+def _decode_frames(raw_frames, dim):
+    """float16 [K, dim] from K little-endian frame strings (an error, not a
+    silent re-cut, when a frame does not hold ``dim`` values)."""
+    raw = tf.io.decode_raw(raw_frames, tf.float16, little_endian=True)
+    # [K, bytes / 2] -> [K, dim]: fails when the stored size is not dim.
+    return tf.reshape(raw, [tf.size(raw_frames), dim])
+
+
 def parse_video(serialized, cfg):
     """Parses one videos-record.
 
@@ -84,41 +123,67 @@ def parse_video(serialized, cfg):
         string [C], and per stream s: "frames/s" float16 [T_s, dim_s],
         "rate/s" float32 scalar.
     """
-    context = {
-        keys.HOWTO_VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
-        keys.HOWTO_CAPTION_START: tf.io.VarLenFeature(tf.float32),
-        keys.HOWTO_CAPTION_END: tf.io.VarLenFeature(tf.float32),
-        keys.HOWTO_CAPTION_TEXT: tf.io.VarLenFeature(tf.string),
-    }
-    sequence = {}
-    for s in cfg.streams:
-        context[keys.howto_rate_key(s)] = tf.io.FixedLenFeature([], tf.float32)
-        context[keys.howto_dim_key(s)] = tf.io.FixedLenFeature([], tf.int64)
-        sequence[keys.howto_frames_key(s)] = tf.io.FixedLenSequenceFeature(
-            [], tf.string)
+    sequence = {keys.howto_frames_key(s): tf.io.FixedLenSequenceFeature(
+        [], tf.string) for s in cfg.streams}
     ctx, seq = tf.io.parse_single_sequence_example(
-        serialized, context_features=context, sequence_features=sequence)
-    video_id = ctx[keys.HOWTO_VIDEO_ID]
+        serialized, context_features=_video_context_spec(
+            cfg, tf.io.VarLenFeature),
+        sequence_features=sequence)
     out = {
-        "video_id": video_id,
+        "video_id": ctx[keys.HOWTO_VIDEO_ID],
         "start": tf.sparse.to_dense(ctx[keys.HOWTO_CAPTION_START]),
         "end": tf.sparse.to_dense(ctx[keys.HOWTO_CAPTION_END]),
         "text": tf.sparse.to_dense(ctx[keys.HOWTO_CAPTION_TEXT]),
     }
-    checks = [tf.debugging.assert_positive(
-        tf.size(out["start"]), message="video has no captions")]
-    for s, dim in zip(cfg.streams, cfg.dims):
+    with tf.control_dependencies(
+            _video_checks(ctx, tf.size(out["start"]), cfg)):
+        for s, dim in zip(cfg.streams, cfg.dims):
+            # [T, dim] float16: kept in half precision until pooled (the
+            # max of float16 values is exact; pooling casts the result).
+            out[f"frames/{s}"] = _decode_frames(seq[keys.howto_frames_key(s)],
+                                                dim)
+            out[f"rate/{s}"] = ctx[keys.howto_rate_key(s)]
+    return out
+
+
+def parse_video_batch(serialized, cfg):
+    """Parses a batch of videos-records in one op.
+
+    The frames of all videos come out as one float16 array per stream (a
+    RaggedTensor over videos), so the batch is never copied video by video.
+
+    Args:
+        serialized: tf.string [B].
+        cfg: ClipConfig (streams and their expected sizes).
+
+    Returns:
+        dict: "video_id" string [B]; "start"/"end" float32 and "text" string
+        RaggedTensors [B, None captions]; per stream s: "frames/s" float16
+        RaggedTensor [B, None frames, dim_s] and "rate/s" float32 [B].
+    """
+    sequence = {keys.howto_frames_key(s): tf.io.RaggedFeature(tf.string)
+                for s in cfg.streams}
+    ctx, seq, _ = tf.io.parse_sequence_example(
+        serialized, context_features=_video_context_spec(
+            cfg, tf.io.RaggedFeature),
+        sequence_features=sequence)
+    out = {"video_id": ctx[keys.HOWTO_VIDEO_ID],
+           "start": ctx[keys.HOWTO_CAPTION_START],
+           "end": ctx[keys.HOWTO_CAPTION_END],
+           "text": ctx[keys.HOWTO_CAPTION_TEXT]}
+    checks = _video_checks(ctx, out["start"].row_lengths(), cfg)
+    for s in cfg.streams:
+        steps = seq[keys.howto_frames_key(s)].values  # [K steps, None bytes]
         checks.append(tf.debugging.assert_equal(
-            ctx[keys.howto_dim_key(s)], tf.constant(dim, tf.int64),
-            message=f"stream {s!r} feature size differs from the expected "
-                    f"{dim} (--feature_dim / stream dims)"))
+            steps.row_lengths(), tf.ones([], steps.row_splits.dtype),
+            message=f"stream {s!r}: a frame holds more or less than one "
+                    f"bytes value"))
     with tf.control_dependencies(checks):
         for s, dim in zip(cfg.streams, cfg.dims):
-            raw = tf.io.decode_raw(seq[keys.howto_frames_key(s)], tf.float16,
-                                   little_endian=True)
-            # [T, dim] float16: kept in half precision until pooled (the
-            # max of float16 values is exact; pool_spans casts the result).
-            out[f"frames/{s}"] = tf.reshape(raw, [-1, dim])
+            frames = seq[keys.howto_frames_key(s)]  # [B, None, 1] strings
+            out[f"frames/{s}"] = tf.RaggedTensor.from_row_splits(
+                _decode_frames(frames.flat_values, dim),  # [K, dim]
+                frames.row_splits, validate=False)  # [B, None, dim]
             out[f"rate/{s}"] = ctx[keys.howto_rate_key(s)]
     return out
 
@@ -152,18 +217,31 @@ def parse_clip(serialized, cfg):
 
 
 # --------------------------------------------------------------------------- #
-# Clip sampling (HowTo100M's sampler, vectorised over the n_pair draws).
+# Clip sampling (HowTo100M's sampler, vectorised over a batch of videos).
 # --------------------------------------------------------------------------- #
-def grow_spans(starts, ends, token_counts, first, min_time, min_words):
+def _needs_token_counts(min_time, min_words):
+    """Whether span growth reads token counts (the word minimum, or the
+    tie-break by tokens when there is no time minimum)."""
+    return min_words > 0 or not min_time > 0
+
+
+def grow_spans(starts, ends, token_counts, first, min_time, min_words,
+               lowest=None, highest=None):
     """Grows each drawn caption into a span of neighbouring captions.
+
+    All draws grow together in one loop, so captions of many videos can be
+    concatenated into one array with each draw bounded by its own video.
 
     Args:
         starts, ends: float32 [C] caption times.
         token_counts: int [C] tokens per caption (out-of-vocabulary included,
-            as the original counts words before the vocabulary filter).
+            as the original counts words before the vocabulary filter); may
+            be None when ``min_words`` is 0 and ``min_time`` > 0 (not read).
         first: int32 [P] drawn caption indices.
         min_time: minimum span duration (seconds).
         min_words: minimum span tokens.
+        lowest, highest: int32 [P] first and last caption index of each
+            draw's video (default: 0 and C - 1, one video).
 
     Returns:
         (start_index [P], end_index [P], order): ``order`` is an int32
@@ -171,21 +249,29 @@ def grow_spans(starts, ends, token_counts, first, min_time, min_words):
         are concatenated (the drawn caption first).
     """
     num = tf.size(starts)
-    token_counts = tf.cast(token_counts, tf.int32)
-    last = num - 1
+    if lowest is None:
+        lowest = tf.zeros_like(first)
+    if highest is None:
+        highest = tf.fill(tf.shape(first), num - 1)
+    count_words = _needs_token_counts(min_time, min_words)
+    if count_words:
+        token_counts = tf.cast(token_counts, tf.int32)
+    else:
+        token_counts = tf.zeros_like(starts, tf.int32)  # never read
 
     def needs_more(lo, hi, words):
-        short = ((tf.gather(ends, hi) - tf.gather(starts, lo)) < min_time) | (
-            words < min_words)
-        return short & ((lo > 0) | (hi < last))
+        short = (tf.gather(ends, hi) - tf.gather(starts, lo)) < min_time
+        if min_words > 0:
+            short = short | (words < min_words)
+        return short & ((lo > lowest) | (hi < highest))
 
     def cond(lo, hi, words, added):
         return tf.reduce_any(needs_more(lo, hi, words))
 
     def body(lo, hi, words, added):
         active = needs_more(lo, hi, words)
-        has_prev, has_next = lo > 0, hi < last
-        prev, nxt = tf.maximum(lo - 1, 0), tf.minimum(hi + 1, last)
+        has_prev, has_next = lo > lowest, hi < highest
+        prev, nxt = tf.maximum(lo - 1, lowest), tf.minimum(hi + 1, highest)
         if min_time > 0:
             d_next = tf.gather(ends, nxt) - tf.gather(starts, lo)
             d_prev = tf.gather(ends, hi) - tf.gather(starts, prev)
@@ -197,23 +283,78 @@ def grow_spans(starts, ends, token_counts, first, min_time, min_words):
         new = tf.where(go_prev, prev, nxt)
         lo = tf.where(active & go_prev, prev, lo)
         hi = tf.where(active & ~go_prev, nxt, hi)
-        words = words + tf.where(active, tf.gather(token_counts, new), 0)
+        if min_words > 0:
+            words = words + tf.where(active, tf.gather(token_counts, new), 0)
         added = added.write(added.size(), tf.where(active, new, -1))
         return lo, hi, words, added
 
-    added = tf.TensorArray(tf.int32, size=0, dynamic_size=True,
-                           element_shape=first.shape)
+    # Row 0 is the drawn caption, so the stack is never empty (an empty
+    # list of unknown element shape cannot be stacked in a graph).
+    added = tf.TensorArray(tf.int32, size=1, dynamic_size=True,
+                           element_shape=first.shape).write(0, first)
     lo, hi, _, added = tf.while_loop(
         cond, body, (first, first, tf.gather(token_counts, first), added),
         maximum_iterations=num)
-    steps = tf.reshape(added.stack(), [-1, tf.size(first)])  # [S, P]
-    sequence = tf.transpose(tf.concat([first[None, :], steps], axis=0))
+    sequence = tf.transpose(added.stack())  # [1 + S, P] -> [P, 1 + S]
     order = tf.ragged.boolean_mask(sequence, sequence >= 0)  # [P, None]
     return lo, hi, order
 
 
+def frame_ranges(span_start, span_end, rate, num_frames, offset=0):
+    """Frames ``[int(start*rate), int(end*rate)+1)`` of each span, clamped
+    like Python slicing to the span's video.
+
+    Args:
+        span_start, span_end: float32 [P] seconds.
+        rate: frames per second, scalar or float32 [P] (the span's video).
+        num_frames: int32 frames of the span's video, scalar or [P].
+        offset: int32 index of the video's first frame in a concatenation
+            of videos, scalar or [P].
+
+    Returns:
+        (lo, hi) int32 [P]: the frames are rows ``lo .. hi - 1`` (none when
+        lo == hi).
+    """
+    # int() truncation of non-negative times.
+    lo = tf.clip_by_value(tf.cast(span_start * rate, tf.int32), 0, num_frames)
+    hi = tf.clip_by_value(tf.cast(span_end * rate, tf.int32) + 1, lo,
+                          num_frames)
+    return lo + offset, hi + offset
+
+
+def max_pool_ranges(frames, lo, hi):
+    """Maximum over the rows ``frames[lo:hi]`` of each range, reading every
+    frame once.
+
+    The range ends cut the frames into elementary intervals; each range is
+    a run of consecutive intervals. One sorted segment max gives every
+    interval's maximum, a second one combines the intervals of each range,
+    so overlapping ranges do not gather their frames again.
+
+    Args:
+        frames: [K, dim] (float16 or float32).
+        lo, hi: int32 [P] row ranges, 0 <= lo <= hi <= K.
+
+    Returns:
+        [P, dim] of frames' dtype; zeros for empty ranges.
+    """
+    num_frames = tf.shape(frames)[0]
+    points = tf.sort(tf.concat([tf.stack([0, num_frames]), lo, hi], axis=0))
+    bounds, _ = tf.unique(points)  # [E + 1] sorted, interval e = [b_e, b_e+1)
+    interval = tf.searchsorted(bounds, tf.range(num_frames),
+                               side="right") - 1  # [K] sorted interval ids
+    interval_max = tf.math.segment_max(frames, interval)  # [E, dim]
+    parts = tf.ragged.range(tf.searchsorted(bounds, lo),
+                            tf.searchsorted(bounds, hi))  # [P, None] intervals
+    # Empty ranges get no row: zeros in the middle, padding at the end.
+    pooled = tf.math.segment_max(tf.gather(interval_max, parts.flat_values),
+                                 parts.value_rowids())  # [<= P, dim]
+    return tf.pad(pooled, [[0, tf.size(lo) - tf.shape(pooled)[0]], [0, 0]])
+
+
 def pool_spans(frames, rate, span_start, span_end):
-    """Max-pools frames ``[int(start*rate), int(end*rate)+1)`` per span.
+    """Max-pools frames ``[int(start*rate), int(end*rate)+1)`` per span of
+    one video.
 
     Args:
         frames: [T, dim] float16 or float32.
@@ -224,48 +365,77 @@ def pool_spans(frames, rate, span_start, span_end):
         float32 [P, dim]: L2-normalised maxima; zeros for spans without
         frames (as the original leaves them).
     """
-    num_frames = tf.shape(frames)[0]
-    # int() truncation of non-negative times; clamped like Python slicing.
-    lo = tf.clip_by_value(tf.cast(span_start * rate, tf.int32), 0, num_frames)
-    hi = tf.clip_by_value(tf.cast(span_end * rate, tf.int32) + 1, lo,
-                          num_frames)
-    index = tf.ragged.range(lo, hi)  # [P, None] frame indices
-    gathered = tf.gather(frames, index.flat_values)  # [K, dim]
-    pooled = tf.cast(tf.math.unsorted_segment_max(
-        gathered, index.value_rowids(), num_segments=tf.size(lo)), tf.float32)
-    nonempty = (hi > lo)[:, None]
-    return tf.where(nonempty, tf.math.l2_normalize(
-        tf.where(nonempty, pooled, 0.0), axis=-1), 0.0)
+    lo, hi = frame_ranges(span_start, span_end, rate, tf.shape(frames)[0])
+    # The max of float16 values is exact; the norm is taken in float32.
+    return tf.math.l2_normalize(tf.cast(max_pool_ranges(frames, lo, hi),
+                                        tf.float32), axis=-1)
 
 
-def sample_video_clips(video, seed, cfg, encoder):
-    """Draws cfg.n_pair (clip, sentence) pairs from one parsed video.
+def sample_clips(videos, seed, cfg, encoder):
+    """Draws cfg.n_pair (clip, sentence) pairs from each video of a batch.
+
+    Each video's n_pair caption draws are uniform with replacement; draws
+    of the same caption give the same pair, so each distinct draw is grown,
+    pooled and looked up once for the batch.
 
     Args:
-        video: output of :func:`parse_video`.
+        videos: output of :func:`parse_video_batch` (B videos).
         seed: int64 [2] stateless seed.
         cfg: ClipConfig.
         encoder: vidcore.text.TextEncoder.
 
     Returns:
-        dict "video" float32 [P, feature_dim], "ids" int32 [P, max_words].
+        dict "video" float32 [B * n_pair, feature_dim], "ids" int32
+        [B * n_pair, max_words] and "caption" int32 [B * n_pair] (the drawn
+        caption's index in its video), the n_pair pairs of a video
+        contiguous.
     """
-    starts, ends, texts = video["start"], video["end"], video["text"]
-    token_counts = text_lib.tokenize(texts).row_lengths()
+    starts = videos["start"].flat_values  # [C] captions of all videos
+    ends = videos["end"].flat_values  # [C]
+    texts = videos["text"].flat_values  # [C]
+    splits = tf.cast(videos["start"].row_splits, tf.int32)  # [B + 1]
+    num_videos = tf.size(splits) - 1
+    # Uniform caption index per draw: full-range int64 mod C_b (bias
+    # below C_b / 2**64).
+    draws = tf.random.stateless_uniform(
+        [num_videos, cfg.n_pair], seed=seed, minval=None, maxval=None,
+        dtype=tf.int64)  # [B, P]
+    caption = tf.cast(tf.math.floormod(
+        draws, tf.cast(splits[1:] - splits[:-1], tf.int64)[:, None]),
+        tf.int32)  # [B, P] index in the video
+    first = tf.reshape(caption + splits[:-1, None],
+                       [-1])  # [B, P] -> [B*P] indices into [C]
+    distinct, slot = tf.unique(first)  # [U], [B*P]: first = distinct[slot]
+    video = tf.searchsorted(splits[1:], distinct, side="right")  # [U]
+
+    token_counts = None
+    if _needs_token_counts(cfg.min_time, cfg.min_words):
+        token_counts = text_lib.tokenize(texts).row_lengths()  # [C]
+    lo, hi, order = grow_spans(starts, ends, token_counts, distinct,
+                               cfg.min_time, cfg.min_words,
+                               lowest=tf.gather(splits, video),
+                               highest=tf.gather(splits, video + 1) - 1)
     caption_ids = encoder.ragged_ids(texts)  # [C, None], OOV dropped
-    first = tf.random.stateless_uniform(
-        [cfg.n_pair], seed=seed, minval=0, maxval=tf.size(starts),
-        dtype=tf.int32)
-    lo, hi, order = grow_spans(starts, ends, token_counts, first,
-                               cfg.min_time, cfg.min_words)
-    # [P, None captions] -> [P, None captions, None words] -> [P, None words]
+    # [U, None captions] -> [U, None captions, None words] -> [U, None words]
     words = tf.RaggedTensor.from_row_lengths(
         tf.gather(caption_ids, order.flat_values), order.row_lengths())
-    ids = encoder.pad_ids(words.merge_dims(1, 2), cfg.max_words)
+    ids = encoder.pad_ids(words.merge_dims(1, 2), cfg.max_words)  # [U, W]
+
     span_start, span_end = tf.gather(starts, lo), tf.gather(ends, hi)
-    pooled = [pool_spans(video[f"frames/{s}"], video[f"rate/{s}"],
-                         span_start, span_end) for s in cfg.streams]
-    return {"video": tf.concat(pooled, axis=-1), "ids": ids}
+    pooled = []
+    for s in cfg.streams:
+        frames = videos[f"frames/{s}"]  # [B, None, dim]
+        frame_splits = tf.cast(frames.row_splits, tf.int32)  # [B + 1]
+        offset = tf.gather(frame_splits, video)  # [U]
+        f_lo, f_hi = frame_ranges(
+            span_start, span_end, tf.gather(videos[f"rate/{s}"], video),
+            tf.gather(frame_splits, video + 1) - offset, offset)
+        pooled.append(tf.math.l2_normalize(tf.cast(max_pool_ranges(
+            frames.flat_values, f_lo, f_hi), tf.float32), axis=-1))
+    features = tf.concat(pooled, axis=-1)  # [U, feature_dim]
+    return {"video": tf.gather(features, slot),  # [B*P, feature_dim]
+            "ids": tf.gather(ids, slot),  # [B*P, max_words]
+            "caption": tf.reshape(caption, [-1])}  # [B, P] -> [B*P]
 
 
 def sample_clip_caption(clip, seed, cfg, encoder):
@@ -285,21 +455,12 @@ def sample_clip_caption(clip, seed, cfg, encoder):
 # --------------------------------------------------------------------------- #
 # Datasets.
 # --------------------------------------------------------------------------- #
-def _flatten_pairs(encoder):
-    def flatten(batch):
-        video = batch["video"]  # [B, P, F]
-        ids = batch["ids"]  # [B, P, W]
-        # [B, P, F] -> [B*P, F]; [B, P, W] -> [B*P, W]
-        video = tf.reshape(video, [-1, video.shape[-1]])
-        ids = tf.reshape(ids, [-1, ids.shape[-1]])
-        features = {"video": video, "text": encoder.vectors(ids)}
-        return features, tf.zeros([tf.shape(batch["video"])[0]], tf.int32)
-    return flatten
-
-
 def training_dataset(files, kind, cfg, encoder, batch_size,
                      input_context=None, seed=0, shuffle_buffer=1024):
     """Shuffled, repeated batches of (features, dummy labels).
+
+    Videos records are batched before they are parsed: one parse of the
+    batch and one vectorised sampler call (:func:`sample_clips`) per step.
 
     Args:
         files: shard paths.
@@ -323,20 +484,37 @@ def training_dataset(files, kind, cfg, encoder, batch_size,
                           cycle_length=min(len(files), 16),
                           num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.shuffle(shuffle_buffer, seed=seed)
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
 
     if kind == "videos":
-        def make(serialized, seed_pair):
-            return sample_video_clips(parse_video(serialized, cfg), seed_pair,
-                                      cfg, encoder)
-    else:
-        def make(serialized, seed_pair):
-            return sample_clip_caption(parse_clip(serialized, cfg), seed_pair,
-                                       cfg, encoder)
+        pairs = batch_size * cfg.n_pair
 
-    ds = ds.map(make, num_parallel_calls=AUTOTUNE, deterministic=False)
+        def make(serialized, seed_pair):
+            clips = sample_clips(parse_video_batch(serialized, cfg),
+                                 seed_pair, cfg, encoder)
+            video = tf.ensure_shape(clips["video"], [pairs, cfg.feature_dim])
+            ids = tf.ensure_shape(clips["ids"], [pairs, cfg.max_words])
+            return ({"video": video, "text": encoder.vectors(ids)},
+                    tf.zeros([batch_size], tf.int32))
+
+        ds = tf.data.Dataset.zip((ds.batch(batch_size, drop_remainder=True),
+                                  seeds))
+        ds = ds.map(make, num_parallel_calls=AUTOTUNE, deterministic=False)
+        return ds.prefetch(AUTOTUNE)
+
+    def make_clip(serialized, seed_pair):
+        clip = sample_clip_caption(parse_clip(serialized, cfg), seed_pair,
+                                   cfg, encoder)
+        return clip["video"][0], clip["ids"][0]  # [F], [W]
+
+    def to_features(video, ids):
+        return ({"video": video, "text": encoder.vectors(ids)},
+                tf.zeros([tf.shape(video)[0]], tf.int32))
+
+    ds = tf.data.Dataset.zip((ds, seeds))
+    ds = ds.map(make_clip, num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(_flatten_pairs(encoder), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(to_features, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 

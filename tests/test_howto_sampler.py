@@ -111,3 +111,156 @@ def test_pool_spans_matches_reference():
     empty = pool_spans(tf.zeros([0, 4]), tf.constant(1.5), tf.constant([1.0]),
                        tf.constant([4.0]))
     np.testing.assert_array_equal(empty, np.zeros((1, 4)))
+
+
+# --------------------------------------------------------------------------- #
+# The training reader's batch path: records of several videos parsed in one
+# op and sampled together, each pair checked against the rules above.
+# --------------------------------------------------------------------------- #
+VOCAB = ["cut", "the", "onion", "add", "salt", "stir", "it's", "pan"]
+STREAMS = {"2d": (6, 1.0), "3d": (4, 1.5)}  # dim, frames per second
+
+
+def _encoder():
+    from vidcore.text import TextEncoder, WordVectors
+    vectors = np.arange(len(VOCAB) * 3, dtype="f4").reshape(-1, 3)
+    return TextEncoder(WordVectors(VOCAB, vectors))
+
+
+def _reference_ids(texts, order, max_words):
+    ids = [VOCAB.index(t) + 1 for c in order for t in _tokens(texts[c])
+           if t in VOCAB][:max_words]
+    return ids + [0] * (max_words - len(ids))
+
+
+def _random_videos(rng, caption_counts):
+    """Videos with random captions and float16 frames; a few frames only
+    for some, so spans run past the end of a stream."""
+    from tfrecord_tools import howto_writer
+    videos, records = [], []
+    for i, n in enumerate(caption_counts):
+        starts, ends, texts = _random_captions(rng, n)
+        length = float(ends[-1]) * (1.0 if i % 2 else 0.4)
+        streams = {s: (rng.normal(size=(max(1, int(length * rate)), dim))
+                       .astype("f2"), rate)
+                   for s, (dim, rate) in STREAMS.items()}
+        videos.append((starts, ends, texts, streams))
+        records.append(howto_writer.make_video_example(
+            f"v{i}", {"start": starts.tolist(), "end": ends.tolist(),
+                      "text": texts}, streams).SerializeToString())
+    return videos, tf.constant(records)
+
+
+def _config(**kwargs):
+    from input_pipeline.howto import ClipConfig
+    return ClipConfig(streams=tuple(STREAMS),
+                      dims=tuple(d for d, _ in STREAMS.values()), **kwargs)
+
+
+@pytest.mark.parametrize("min_time,min_words", [(5.0, 0), (0.0, 7),
+                                                (3.0, 4), (100.0, 0),
+                                                (0.0, 0)])
+def test_sample_clips_batch_matches_reference(min_time, min_words):
+    from input_pipeline.howto import parse_video_batch, sample_clips
+    rng = np.random.default_rng(2)
+    videos, records = _random_videos(rng, [1, 2, 7, 11, 5])
+    cfg = _config(n_pair=9, min_time=min_time, min_words=min_words,
+                  max_words=5)
+    encoder = _encoder()
+    # In a graph, as in tf.data (unknown numbers of draws and steps).
+    out = tf.function(lambda r: sample_clips(
+        parse_video_batch(r, cfg), tf.constant([7, 8], tf.int64), cfg,
+        encoder))(records)
+    assert out["video"].shape == (5 * 9, 10) and out["ids"].shape == (45, 5)
+    for row, index in enumerate(out["caption"].numpy()):
+        starts, ends, texts, streams = videos[row // 9]  # pairs contiguous
+        lo, hi, order = reference_grow(starts, ends, texts, int(index),
+                                       min_time, min_words)
+        assert out["ids"][row].numpy().tolist() == _reference_ids(
+            texts, order, 5), row
+        expected = np.concatenate([
+            reference_pool(frames.astype("f4"), np.float32(rate), starts[lo],
+                           ends[hi]) for frames, rate in streams.values()])
+        np.testing.assert_allclose(out["video"][row], expected, atol=1e-6,
+                                   err_msg=f"pair {row}")
+
+
+def test_sample_clips_draws_uniformly_per_video():
+    from input_pipeline.howto import parse_video_batch, sample_clips
+    rng = np.random.default_rng(3)
+    _, records = _random_videos(rng, [4, 4, 1])
+    cfg = _config(n_pair=4000, min_time=0.0)
+    videos = parse_video_batch(records, cfg)
+    caption = sample_clips(videos, tf.constant([1, 2], tf.int64), cfg,
+                           _encoder())["caption"].numpy().reshape(3, 4000)
+    # 4000 draws of 4 captions: 1000 each, standard deviation 27.
+    for counts in (np.bincount(caption[0], minlength=4),
+                   np.bincount(caption[1], minlength=4)):
+        assert counts.tolist() != [1000] * 4
+        assert np.all(np.abs(counts - 1000) < 150), counts
+    assert not np.array_equal(caption[0], caption[1])  # independent draws
+    assert np.all(caption[2] == 0)
+    other = sample_clips(videos, tf.constant([1, 3], tf.int64), cfg,
+                         _encoder())["caption"].numpy().reshape(3, 4000)
+    assert not np.array_equal(other[0], caption[0])
+
+
+def test_parse_video_batch_equals_parse_video():
+    from input_pipeline.howto import parse_video, parse_video_batch
+    rng = np.random.default_rng(4)
+    _, records = _random_videos(rng, [3, 1, 6])
+    cfg = _config()
+    batch = parse_video_batch(records, cfg)
+    for i in range(3):
+        one = parse_video(records[i], cfg)
+        assert batch["video_id"][i] == one["video_id"]
+        for key in ("start", "end", "text"):
+            assert batch[key][i].numpy().tolist() == one[key].numpy().tolist()
+        for s in STREAMS:
+            np.testing.assert_array_equal(batch[f"frames/{s}"][i],
+                                          one[f"frames/{s}"])
+            assert batch[f"rate/{s}"][i] == one[f"rate/{s}"]
+    from input_pipeline.howto import ClipConfig
+    wrong = ClipConfig(streams=("2d",), dims=(5,))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature size"):
+        parse_video_batch(records, wrong)
+
+
+def test_max_pool_ranges_matches_numpy():
+    from input_pipeline.howto import max_pool_ranges
+    rng = np.random.default_rng(5)
+    frames = rng.normal(size=(40, 3)).astype("f2")
+    lo = rng.integers(0, 41, size=30)
+    hi = np.minimum(lo + rng.integers(0, 12, size=30), 40)
+    lo[[3, 29]] = hi[[3, 29]]  # empty ranges, one in the middle, one last
+    lo[7], hi[7] = 0, 40
+    out = max_pool_ranges(tf.constant(frames), tf.constant(lo, tf.int32),
+                          tf.constant(hi, tf.int32)).numpy()
+    for i in range(30):
+        expected = (frames[lo[i]:hi[i]].max(axis=0) if hi[i] > lo[i]
+                    else np.zeros(3, "f2"))
+        np.testing.assert_array_equal(out[i], expected, err_msg=str(i))
+
+
+def test_training_dataset_videos_batches(tmp_path):
+    from input_pipeline.howto import training_dataset
+    rng = np.random.default_rng(6)
+    _, records = _random_videos(rng, [3, 5, 2, 8, 4, 6])
+    paths = []
+    for k in range(2):
+        path = str(tmp_path / f"train-{k}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for r in records.numpy()[k::2]:
+                writer.write(r)
+        paths.append(path)
+    cfg = _config(n_pair=3, min_time=5.0, max_words=4)
+    ds = training_dataset(paths, "videos", cfg, _encoder(), batch_size=2,
+                          seed=1, shuffle_buffer=4)
+    assert ds.element_spec[0]["video"].shape == (6, 10)
+    for features, labels in ds.take(4):
+        assert features["text"].shape == (6, 4, 3) and labels.shape == (2,)
+        video = features["video"].numpy()
+        for part in (video[:, :6], video[:, 6:]):  # 2D, 3D: [6, dim]
+            norms = np.linalg.norm(part, axis=-1)
+            # Unit length, or zeros for a span past the stream's last frame.
+            assert np.all((np.abs(norms - 1) < 1e-5) | (norms == 0)), norms
