@@ -23,7 +23,7 @@ import os
 
 from absl import flags
 
-from vidcore import cli
+from vidcore import cli, demo_steps
 
 FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
 WORD_VECTORS = os.path.join(
@@ -53,7 +53,7 @@ def main(argv):
         "HowTo100M text-video embedding demo: REAL captions (YouCook2, "
         "MSR-VTT), SYNTHETIC clip features"
     )
-    cli.run_step(
+    demo_steps.run_step(
         [
             "-m",
             "tfrecord_tools.howto_demo_data",
@@ -62,7 +62,7 @@ def main(argv):
         ],
         log,
     )
-    cli.run_step(
+    demo_steps.run_step(
         [
             "-m",
             "tfrecord_tools.howto_writer",
@@ -78,7 +78,7 @@ def main(argv):
         ],
         log,
     )
-    cli.run_step(
+    demo_steps.run_step(
         [
             "-m",
             "tfrecord_tools.howto_eval_sets",
@@ -93,7 +93,7 @@ def main(argv):
     )
     test = os.path.join(shards, "msrvtt_test-*")
     epochs = 1 if FLAGS.quick else FLAGS.epochs
-    cli.run_step(
+    demo_steps.run_step(
         [
             "-m",
             "howto.train",
@@ -114,7 +114,7 @@ def main(argv):
         ],
         log,
     )
-    cli.run_step(
+    demo_steps.run_step(
         [
             "-m",
             "howto.eval",
@@ -134,7 +134,7 @@ def main(argv):
         f"{t2v['MedR']:g} (chance: R@1 0.1%, R@10 1.0%, median rank "
         f"~500)\nModel: {ckpt}\nLog: {log}"
     )
-    print(cli.tensorboard_hint(ckpt))
+    print(demo_steps.tensorboard_hint(ckpt))
 
 
 def run():

@@ -24,7 +24,7 @@ import os
 
 from absl import flags
 
-from vidcore import cli
+from vidcore import cli, demo_steps
 from vidcore.errors import UserInputError
 
 CLIPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
@@ -103,7 +103,7 @@ def main(argv):
     print(f"  segments: {counts['train']} training, {counts['val']} "
           f"validation ({csvs['train']}, {csvs['val']})")
     for split, workers in (("train", 2), ("val", 1)):
-        cli.run_step(
+        demo_steps.run_step(
             ["-m", "tfrecord_tools.video_writer", f"--csv={csvs[split]}",
              f"--label_map={csvs['label_map']}", "--fps=15",
              "--short_side=40", f"--output_dir={os.path.join(data, split)}",
@@ -111,7 +111,7 @@ def main(argv):
              f"--num_workers={workers}"],
             log)
     epochs = 1 if FLAGS.quick else FLAGS.epochs
-    cli.run_step(
+    demo_steps.run_step(
         ["-m", "kinetics.train", f"--data_path={data}",
          "--model=r2plus1d_18", "--clip_len=8", "--resize=40,53",
          "--crop_size=32", "--clips_per_video=4", "--batch_size=8",
@@ -119,7 +119,7 @@ def main(argv):
          f"--lr_milestones={max(epochs - 3, 1)}", "--print_freq=10",
          f"--output_dir={run_dir}"],
         log)
-    cli.run_step(
+    demo_steps.run_step(
         ["-m", "kinetics.eval", f"--data_path={data}",
          f"--output_dir={run_dir}", "--clips_per_video=3",
          "--batch_size=8", f"--predictions_csv={work}/predictions.csv"],
@@ -130,7 +130,7 @@ def main(argv):
           f"{results['clip_acc@1']:.1f}%, video accuracy "
           f"{results['video_acc@1']:.1f}% (chance 25%)\nModel: {run_dir}\n"
           f"Predictions: {work}/predictions.csv\nLog: {log}")
-    print(cli.tensorboard_hint(run_dir))
+    print(demo_steps.tensorboard_hint(run_dir))
 
 
 def run():

@@ -17,7 +17,7 @@ import types
 import pytest
 from absl import flags
 
-from vidcore import cli
+from vidcore import cli, flag_help
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTED = re.compile(r"^  --(?:\[no\])?([A-Za-z0-9_]+)", re.MULTILINE)
@@ -137,11 +137,11 @@ def test_topics_follow_the_blocks_and_late_flags_are_other(monkeypatch):
     values = flags.FlagValues()
     _run_as_module(FAMILY_FLAGS, "fake_family.flags", values, monkeypatch)
     _run_as_module(LATER_FLAGS, "fake_family.train", values, monkeypatch)
-    topics = {n: cli.flag_topic_of(n, values) for n in values}
+    topics = {n: flag_help.flag_topic_of(n, values) for n in values}
     assert topics == {"before_any_topic": "other", "data_path": "data",
                       "shuffle": "data", "lr": "training",
                       "sync": "training", "steps_per_loop": "other"}
-    text = cli.help_text("Does things.\n\nLibrary:\n  f(x)  api", values)
+    text = flag_help.help_text("Does things.\n\nLibrary:\n  f(x)  api", values)
     assert text.startswith("usage: ")
     assert "Does things." in text and "Library:" not in text
     sections = re.findall(r"^(\w+) flags:$", text, re.MULTILINE)
@@ -158,4 +158,4 @@ def test_topics_follow_the_blocks_and_late_flags_are_other(monkeypatch):
     (["p", "--x=1", "-?"], True), (["p", "--", "--help"], False),
     (["p", "--helpfull"], False), (["p", "--x=--help"], False)])
 def test_wants_help(argv, expected):
-    assert cli.wants_help(argv) is expected
+    assert flag_help.wants_help(argv) is expected

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tfrecord_tools import conversion
-from vidcore import cli, progress, tf_logs
+from vidcore import demo_steps, progress, tf_logs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,7 +154,7 @@ def test_run_step_streams_output_to_console_and_log(tmp_path, capsys):
     go = tmp_path / "go"
     outputs = []
     step = threading.Thread(target=lambda: outputs.append(
-        cli.run_step(["-c", _CHILD, str(go)], str(log))))
+        demo_steps.run_step(["-c", _CHILD, str(go)], str(log))))
     step.start()
     try:
         deadline = time.time() + 60
@@ -176,7 +176,7 @@ def test_run_step_streams_output_to_console_and_log(tmp_path, capsys):
 def test_run_step_failure_names_the_log(tmp_path, capsys):
     log = tmp_path / "demo.log"
     with pytest.raises(SystemExit, match=r"exit 3\).*full log in .*demo.log"):
-        cli.run_step(["-c", "import sys; print('bad input');"
+        demo_steps.run_step(["-c", "import sys; print('bad input');"
                       " sys.exit(3)"], str(log))
     assert "   bad input\n" in capsys.readouterr().out
     assert "bad input" in log.read_text()
@@ -184,7 +184,7 @@ def test_run_step_failure_names_the_log(tmp_path, capsys):
 
 def test_tensorboard_hint_gives_the_real_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.tensorboard_hint("demo out/models").endswith(
+    assert demo_steps.tensorboard_hint("demo out/models").endswith(
         f"tensorboard --logdir='{tmp_path}/demo out/models'")
 
 

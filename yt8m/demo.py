@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import flags
 
-from vidcore import cli
+from vidcore import cli, demo_steps
 
 FLAGS = flags.FLAGS
 
@@ -52,7 +52,7 @@ MODELS = {
 
 
 def _run(args, log):
-    return cli.run_step(args, log)
+    return demo_steps.run_step(args, log)
 
 
 def _chance_gap(labels_file, num_classes, top_k=20, seed=0):
@@ -135,7 +135,7 @@ def main(argv):
     print(f"  {'ensemble':<16} {fitted['ensemble_gap']:8.4f}")
     print(f"  {'chance':<16} {chance:8.4f}   (random scores)")
     print(f"\nKaggle submission: {submission_file}\nLog: {log}")
-    print(cli.tensorboard_hint(os.path.join(work, "models")))
+    print(demo_steps.tensorboard_hint(os.path.join(work, "models")))
 
 
 def run():
