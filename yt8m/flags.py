@@ -140,7 +140,8 @@ flags.DEFINE_enum("optimizer", "AdamOptimizer", ["AdamOptimizer"],
                   "Optimizer (the published models all use Adam).")
 flags.DEFINE_integer("num_epochs", None,
                      "Passes over the training data (default: until "
-                     "--max_steps; the original's default was 15).")
+                     "--max_steps; the original's default was 15); a "
+                     "resumed run continues the count.")
 flags.DEFINE_integer("max_steps", None, "Stop training after this step.")
 flags.DEFINE_alias("max_step", "max_steps")
 flags.DEFINE_bool("start_new_model", False,
