@@ -405,6 +405,13 @@ class Trainer:
             return start
         logging.info(distribute.describe(self.strategy,
                                          cfg.per_replica_batch_size))
+        before = read_train_state(cfg.train_dir).get("global_batch_size")
+        if start and before and before != self.global_batch_size:
+            logging.warning(
+                "%s was trained with a global batch of %d, now %d: the "
+                "step, the epoch count and examples_seen go on in steps of "
+                "the new batch", cfg.train_dir, before,
+                self.global_batch_size)
 
         def input_fn(ctx):
             return self.dataset_fn(ctx, seed=start)
