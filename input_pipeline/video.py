@@ -193,23 +193,25 @@ def training_clips(video, name, seed, cfg):
             video["num_frames"], cfg.clip_len, cfg.clips_per_video,
             "random", video["frame_rate"], _target_rate(cfg), sample_seed,
             where)  # [C, T]
-    size = cfg.crop_size
+    height, width = cfg.resize
+    # Clip c's window and flip come from seeds folded with c (as many as a
+    # video can have clips; those past C are unused).
+    windows = [video_ops.random_crop_window(
+        height, width, cfg.crop_size,
+        tf.random.experimental.stateless_fold_in(crop_seed, c))
+        for c in range(cfg.clips_per_video)]
+    tops = tf.stack([top for top, _ in windows])  # [clips_per_video]
+    lefts = tf.stack([left for _, left in windows])
+    flips = None
+    if cfg.flip:
+        flips = tf.stack([video_ops.random_flip_decision(
+            tf.random.experimental.stateless_fold_in(flip_seed, c))
+            for c in range(cfg.clips_per_video)])
 
     def make_clips(frames, local):
-        def one_clip(c):
-            clip = tf.gather(frames, local[c])  # [T, h, w, 3]
-            clip = video_ops.random_crop(
-                clip, size,
-                tf.random.experimental.stateless_fold_in(crop_seed, c))
-            if cfg.flip:
-                clip = video_ops.random_flip(
-                    clip,
-                    tf.random.experimental.stateless_fold_in(flip_seed, c))
-            return clip
-
-        clips = tf.map_fn(one_clip, tf.range(tf.shape(local)[0]),
-                          fn_output_signature=tf.TensorSpec(
-                              [cfg.clip_len, size, size, 3], frames.dtype))
+        clips = video_ops.crop_clips(frames, local, tops, lefts,
+                                     cfg.crop_size, flips,
+                                     cfg.clips_per_video)
         return video_ops.normalize(clips, cfg.mean, cfg.std)
 
     clips = _decoded_clips(video, indices, cfg, where, make_clips)
