@@ -76,6 +76,7 @@ from tqdm import tqdm
 from tfrecord_tools import cli
 from tfrecord_tools import sharded_writer
 from vidcore import cli as core_cli
+from vidcore import progress as core_progress
 from vidcore.files import write_json_atomic, write_text_atomic
 
 RUNNERS = ("local", "beam")
@@ -485,8 +486,11 @@ def run_local(jobs, num_workers=1, progress=True):
     """
     total = sum(len(j.items) for j in jobs)
     desc = jobs[0].prefix if jobs else ""
+    # Into a file or a pipe (a demo's log) a new state at most every 10 s.
+    interval = 0.1 if core_progress.is_terminal(sys.stderr) else 10.0
     with tqdm(total=total, desc=f"{desc} items", unit="item",
-              disable=not progress, file=sys.stderr) as bar:
+              disable=not progress, file=sys.stderr,
+              mininterval=interval) as bar:
         workers = min(num_workers, len(jobs))
         if workers <= 1:
             return _run_in_process(jobs, bar)

@@ -40,7 +40,7 @@ class Progbar(keras.utils.Progbar):
 
     def __init__(self, target, file_interval=10.0, **kwargs):
         super().__init__(target, **kwargs)
-        self._dynamic_display = _is_terminal(sys.stdout)
+        self._dynamic_display = is_terminal(sys.stdout)
         if not self._dynamic_display:
             self.interval = max(self.interval, file_interval)
         self._line_open = False  # a redrawn line waits for its newline
@@ -85,7 +85,8 @@ class Progbar(keras.utils.Progbar):
             self._line_open = False
 
 
-def _is_terminal(stream):
+def is_terminal(stream):
+    """Whether ``stream`` is a terminal (False for files, pipes, StringIO)."""
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # replaced or closed stream
