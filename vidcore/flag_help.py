@@ -164,9 +164,10 @@ def help_text(doc, flag_values=None, width=80):
         if topic in groups:
             parts.append(f"{topic} flags:\n" + "\n".join(
                 _describe_flag(f, width) for f in groups[topic]))
-    parts.append("--flagfile=FILE reads flags from a file (presets are in "
-                 "configs/); --helpfull also lists absl's and TensorFlow's "
-                 "internal flags.")
+    parts.append(textwrap.fill(
+        "--flagfile=FILE reads flags from a file (presets are in configs/); "
+        "--helpfull also lists absl's and TensorFlow's internal flags.",
+        width))
     return "\n\n".join(parts) + "\n"
 
 
