@@ -98,17 +98,62 @@ def checked_records(path, size):
         return consumed, (index, record, consumed)
 
     def check(index, record, consumed):
-        ok = tf.logical_or(index >= 0, tf.equal(consumed, size))
-        assertion = tf.debugging.Assert(
-            ok, ["TFRecord shard", path, "is truncated or corrupt: its "
-                 "readable records end at byte", consumed, "of", size,
-                 "(re-download or re-write it, or pass "
-                 "--skip_corrupt_records to skip what cannot be read)"])
+        assertion = _assert_shard_complete(path, index >= 0, consumed, size)
         with tf.control_dependencies([assertion]):
             return index >= 0, record, _record_name(path, index)
 
     stream = stream.scan(tf.constant(0, tf.int64), account).map(check)
     return stream.filter(lambda keep, r, n: keep).map(lambda k, r, n: (r, n))
+
+
+def _assert_shard_complete(path, not_at_end, consumed, size):
+    """Assert op: at the end of a shard its records account for its size."""
+    ok = tf.logical_or(not_at_end, tf.equal(consumed, size))
+    return tf.debugging.Assert(
+        ok, ["TFRecord shard", path, "is truncated or corrupt: its "
+             "readable records end at byte", consumed, "of", size,
+             "(re-download or re-write it, or pass "
+             "--skip_corrupt_records to skip what cannot be read)"])
+
+
+def checked_records_blockwise(path, size, block_size=32):
+    """:func:`checked_records` with the accounting done per block of records.
+
+    Same elements, order and error as :func:`checked_records`, but the
+    shard is read in blocks of ``block_size`` records and the byte
+    accounting and record names are computed once per block (vectorised),
+    then the block is split into records again. ``checked_records`` runs
+    three small functions per record (scan, map, filter), which on large
+    records such as YouTube-8M frame-level videos costs a quarter of the
+    parse; batching and unbatching move the strings without copying.
+
+    Args:
+        path: the shard (string tensor).
+        size: its size in bytes (int64 tensor).
+        block_size: records per accounting step.
+
+    Returns:
+        Dataset of (serialized, name) string pairs.
+    """
+    blocks = tf.data.TFRecordDataset(path).ignore_errors().batch(block_size)
+    # An empty block marks the end of the shard; unbatch drops it.
+    end = tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))
+
+    def account(state, block):
+        consumed, first = state
+        count = tf.size(block, out_type=tf.int64)
+        consumed += tf.reduce_sum(tf.cast(tf.strings.length(block), tf.int64))
+        consumed += RECORD_OVERHEAD_BYTES * count
+        assertion = _assert_shard_complete(path, count > 0, consumed, size)
+        with tf.control_dependencies([assertion]):
+            names = _record_name(path, first + tf.range(count))  # [count]
+            return (consumed, first + count), (tf.identity(block), names)
+
+    zero = tf.constant(0, tf.int64)
+    stream = blocks.concatenate(end).scan((zero, zero), account)
+    # Read the next block while this one is consumed: a deterministic
+    # interleave would otherwise wait for the whole block at its turn.
+    return stream.prefetch(1).unbatch()
 
 
 def skipping_records(path, size, parse_one, counter):

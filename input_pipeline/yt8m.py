@@ -316,7 +316,7 @@ def _record_stream(source, cfg, files_ds, deterministic, counter):
     def per_file(path):
         size = size_table.lookup(path)
         if counter is None:
-            return records.checked_records(path, size)
+            return records.checked_records_blockwise(path, size)
         return records.skipping_records(path, size, parse_one, counter)
 
     return files_ds.interleave(
@@ -324,13 +324,16 @@ def _record_stream(source, cfg, files_ds, deterministic, counter):
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def _batched(stream, cfg, id_key, batch_size, drop_remainder, counter):
-    """Batches a record stream into (inputs, labels, extra)."""
+def _batched(stream, cfg, id_key, batch_size, drop_remainder, counter,
+             finish):
+    """Batches a record stream and maps each batch, in one function, to
+    ``finish(inputs, labels, extra)`` (parse included in strict mode)."""
+    stream = stream.batch(batch_size, drop_remainder=drop_remainder)
     if counter is None:
-        stream = stream.batch(batch_size, drop_remainder=drop_remainder)
-        return stream.map(lambda s, n: parse_batch(cfg, id_key, s, n),
-                          num_parallel_calls=AUTOTUNE)
-    return stream.batch(batch_size, drop_remainder=drop_remainder)
+        return stream.map(
+            lambda s, n: finish(*parse_batch(cfg, id_key, s, n)),
+            num_parallel_calls=AUTOTUNE)
+    return stream.map(finish, num_parallel_calls=AUTOTUNE)
 
 
 def training_dataset(source, cfg, batch_size, input_context=None, seed=0,
@@ -353,8 +356,8 @@ def training_dataset(source, cfg, batch_size, input_context=None, seed=0,
     stream = _record_stream(source, cfg, files, deterministic=False,
                             counter=counter)
     stream = stream.shuffle(shuffle_buffer, seed=seed)
-    ds = _batched(stream, cfg, source.id_key, batch_size, True, counter)
-    ds = ds.map(lambda inputs, labels, extra: (inputs, labels))
+    ds = _batched(stream, cfg, source.id_key, batch_size, True, counter,
+                  lambda inputs, labels, extra: (inputs, labels))
     return ds.prefetch(AUTOTUNE)
 
 
@@ -364,20 +367,27 @@ def evaluation_dataset(source, cfg, batch_size, counter=None):
     files = tf.data.Dataset.from_tensor_slices(source.files)
     stream = _record_stream(source, cfg, files, deterministic=True,
                             counter=counter)
-    ds = _batched(stream, cfg, source.id_key, batch_size, False, counter)
 
     def pad(inputs, labels, extra):
         (inputs, labels, ids), mask = records.pad_batch(
             (inputs, labels, records.encode_ids(extra["id"])), batch_size)
         return inputs, labels, {"id": ids, "mask": mask}
 
-    return ds.map(pad, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    ds = _batched(stream, cfg, source.id_key, batch_size, False, counter, pad)
+    return ds.prefetch(AUTOTUNE)
 
 
-def bare_parse_dataset(source, cfg, batch_size):
+def bare_parse_dataset(source, cfg, batch_size, num_epochs=1):
     """Read + batched parse + decode to uint8, nothing else (the reader's
-    speed limit, measured by bench/bench_reader.py)."""
-    ds = tf.data.Dataset.from_tensor_slices(source.files).interleave(
+    speed limit, measured by bench/bench_reader.py).
+
+    Args:
+        source, cfg, batch_size: as for :func:`training_dataset`.
+        num_epochs: passes over the shards in one continuous stream
+            (None: forever), so that a measurement sees no restarts.
+    """
+    files = tf.data.Dataset.from_tensor_slices(source.files)
+    ds = files.repeat(num_epochs).interleave(
         lambda f: tf.data.TFRecordDataset(f),
         cycle_length=min(len(source.files), 8), num_parallel_calls=AUTOTUNE,
         deterministic=False)
@@ -446,7 +456,8 @@ def segment_dataset(source, cfg, batch_size, rated_only=True):
     files = tf.data.Dataset.from_tensor_slices(source.files)
     stream = _record_stream(source, cfg, files, deterministic=True,
                             counter=None)
-    videos = _batched(stream, cfg, source.id_key, 32, False, None).unbatch()
+    videos = _batched(stream, cfg, source.id_key, 32, False, None,
+                      lambda *parsed: parsed).unbatch()
     segs = videos.flat_map(_video_segments(keys.YT8M_SEGMENT_SIZE,
                                            rated_only))
     segs = segs.batch(batch_size)

@@ -192,6 +192,28 @@ def test_truncated_shard_is_an_error_naming_it(tmp_path):
             pass
 
 
+@pytest.mark.parametrize("num_videos,block_size", [(8, 3), (8, 4), (0, 4)])
+def test_blockwise_accounting_equals_per_record(tmp_path, num_videos,
+                                               block_size):
+    pattern = _write(tmp_path, _videos(num_videos), shards=1)
+    path = sorted(glob.glob(pattern))[0]
+    size = os.path.getsize(path)
+
+    def elements(dataset):
+        return [(r.numpy(), n.numpy()) for r, n in dataset]
+
+    expected = elements(records.checked_records(path, size))
+    assert len(expected) == num_videos
+    assert elements(records.checked_records_blockwise(
+        path, size, block_size)) == expected
+    if num_videos:
+        _truncate(pattern)
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=f"(?s){os.path.basename(path)}.*truncated"):
+            elements(records.checked_records_blockwise(
+                path, os.path.getsize(path), block_size))
+
+
 def test_skip_corrupt_records_counts_them(tmp_path):
     videos = _videos(8)
     videos[1] = (videos[1][0], [11], videos[1][2])  # label out of range
