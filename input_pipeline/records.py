@@ -123,9 +123,13 @@ def checked_records_blockwise(path, size, block_size=32):
     shard is read in blocks of ``block_size`` records and the byte
     accounting and record names are computed once per block (vectorised),
     then the block is split into records again. ``checked_records`` runs
-    three small functions per record (scan, map, filter), which on large
-    records such as YouTube-8M frame-level videos costs a quarter of the
-    parse; batching and unbatching move the strings without copying.
+    three small functions per record (scan, map, filter): on YouTube-8M
+    frame-level videos (~240 KB) that cost about 70 us of CPU per record
+    on top of the ~80 us of reading it, against ~15 us here
+    (bench/bench_reader.py --profile). The next block is read while the
+    current one is consumed, so a deterministic interleave does not wait
+    for a whole block at a shard's turn (at most two blocks per shard in
+    memory).
 
     Args:
         path: the shard (string tensor).
@@ -151,8 +155,6 @@ def checked_records_blockwise(path, size, block_size=32):
 
     zero = tf.constant(0, tf.int64)
     stream = blocks.concatenate(end).scan((zero, zero), account)
-    # Read the next block while this one is consumed: a deterministic
-    # interleave would otherwise wait for the whole block at its turn.
     return stream.prefetch(1).unbatch()
 
 
