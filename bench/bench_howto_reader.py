@@ -5,16 +5,22 @@ features of 2048 float16 values, 1 and 1.5 frames per second, ~4-minute
 videos with a caption every ~4 s; SYNTHETIC values, real YouCook2 caption
 texts), then measures videos/s and clip pairs/s of
 
-* bare limit: read + parse + float16 decode of every frame, nothing else;
-* training reader: the full pipeline of ``howto.train`` (shuffle, parse,
-  n_pair caption draws grown to min_time, word ids, frame max-pooling per
-  span, L2 norms, batching, word vectors, prefetch);
+* bare limit: read + parse + float16 decode of every frame, nothing else,
+  both per record (one parse op per video) and per batch (one parse op per
+  32 videos, as the training reader parses); the faster is the limit;
+* training reader: the full pipeline of ``howto.train`` (shuffle, batch,
+  parse, n_pair caption draws grown to min_time, word ids, frame
+  max-pooling per span, L2 norms, word vectors, prefetch);
 
-and prints a markdown table. With the published setting (32 videos x 64
-pairs per step) the pairs/s column says how many steps per second one host
-can feed.
+and prints a markdown table. Each row is the best of ``--rounds`` rounds,
+all in one process on the same records; "cores" is the process CPU time
+over the wall time of that round (the machine has ``os.cpu_count()``).
+``--profile`` adds one row per stage (reading alone; read + parse +
+sampling without the shuffle; the sampler alone on one parsed batch held
+in memory). With the published setting (32 videos x 64 pairs per step)
+the pairs/s column says how many steps per second one host can feed.
 
-    python bench/bench_howto_reader.py [--videos 256 --rounds 3]
+    python bench/bench_howto_reader.py [--videos 256 --rounds 3 --profile]
 """
 
 import argparse
@@ -61,26 +67,81 @@ def write_shards(directory, videos, shards, seconds, seed=0):
     write_sharded(records(), directory, "train", shards, num_records=videos)
 
 
-def bare_dataset(files, cfg):
-    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+def records(files):
+    """Every record of the shards, shards read in parallel, repeated."""
+    return tf.data.Dataset.from_tensor_slices(files).interleave(
         tf.data.TFRecordDataset, cycle_length=len(files),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    ds = ds.map(lambda r: reader.parse_video(r, cfg)["frames/2d"][:1, :1],
-                num_parallel_calls=tf.data.AUTOTUNE).repeat()
-    return ds.batch(32).prefetch(tf.data.AUTOTUNE)
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).repeat()
+
+
+def bare_dataset(files, cfg, batch):
+    """Read + parse + float16 decode, one parse op per record."""
+    ds = records(files).map(
+        lambda r: reader.parse_video(r, cfg)["frames/2d"][:1, :1],
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def bare_batch_dataset(files, cfg, batch):
+    """Read + parse + float16 decode, one parse op per batch of records."""
+    ds = records(files).batch(batch).map(
+        lambda r: reader.parse_video_batch(r, cfg)["frames/2d"].flat_values[
+            :1, :1], num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def read_dataset(files, batch):
+    """Reading alone (the record bytes are touched, nothing parsed)."""
+    return records(files).map(tf.strings.length).batch(batch).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def unshuffled_dataset(files, cfg, encoder, batch):
+    """The training reader's batch path without the record shuffle."""
+    def make(serialized, seed):
+        clips = reader.sample_clips(reader.parse_video_batch(serialized, cfg),
+                                    seed, cfg, encoder)
+        return clips["video"], encoder.vectors(clips["ids"])
+
+    ds = tf.data.Dataset.zip((records(files).batch(batch),
+                              tf.data.Dataset.random(seed=0).batch(2)))
+    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def sampler_dataset(files, cfg, encoder, batch):
+    """The sampler alone, again and again on one parsed batch in memory."""
+    serialized = next(iter(tf.data.TFRecordDataset(files[0]).batch(batch)))
+    videos = reader.parse_video_batch(serialized, cfg)
+    ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensors(videos).repeat(),
+                              tf.data.Dataset.random(seed=0).batch(2)))
+    return ds.map(lambda v, seed: reader.sample_clips(v, seed, cfg, encoder),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
 
 
 def measure(make, batches, rounds, warmup=3):
-    best = 0.0
+    """Best batches/s over rounds, with the cores used in that round."""
+    best, cores = 0.0, 0.0
     for _ in range(rounds):
         it = iter(make())
         for _ in range(warmup):
             next(it)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(batches):
             next(it)
-        best = max(best, batches / (time.perf_counter() - start))
-    return best
+        wall = time.perf_counter() - start
+        if batches / wall > best:
+            best, cores = batches / wall, (time.process_time() - cpu) / wall
+    return best, cores
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 def main():
@@ -91,33 +152,60 @@ def main():
     parser.add_argument("--n_pair", type=int, default=64)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="also time each stage on its own")
     args = parser.parse_args()
     vectors = text.WordVectors.load(howto_demo_data.WORD_VECTORS)
     encoder = text.TextEncoder(vectors)
     cfg = reader.ClipConfig(dims=(2048, 2048), n_pair=args.n_pair,
                             min_time=5.0, max_words=20)
+    rows = []  # (name, videos/s, cores)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         write_shards(tmp, args.videos, 8, args.seconds)
         files = sorted(tf.io.gfile.glob(os.path.join(tmp, "train-*")))
         size = sum(os.path.getsize(f) for f in files) / 2**20
         print(f"wrote {args.videos} videos ({size:.0f} MiB) in "
-              f"{time.perf_counter() - start:.0f} s")
-        bare = measure(lambda: bare_dataset(files, cfg), args.batches,
-                       args.rounds) * 32
-        full = measure(lambda: reader.training_dataset(
-            files, "videos", cfg, encoder, args.batch, seed=0,
-            shuffle_buffer=64), args.batches, args.rounds) * args.batch
+              f"{time.perf_counter() - start:.0f} s; load average "
+              f"{loadavg()}")
+        pipelines = [
+            ("bare parse + decode, per record",
+             lambda: bare_dataset(files, cfg, args.batch)),
+            ("bare parse + decode, per batch",
+             lambda: bare_batch_dataset(files, cfg, args.batch)),
+            ("training reader", lambda: reader.training_dataset(
+                files, "videos", cfg, encoder, args.batch, seed=0,
+                shuffle_buffer=64)),
+        ]
+        if args.profile:
+            pipelines += [
+                ("stage: reading alone", lambda: read_dataset(files,
+                                                              args.batch)),
+                ("stage: read + parse + sample, no shuffle",
+                 lambda: unshuffled_dataset(files, cfg, encoder, args.batch)),
+                ("stage: sampler alone, parsed batch in memory",
+                 lambda: sampler_dataset(files, cfg, encoder, args.batch)),
+            ]
+        for name, make in pipelines:
+            per_s, cores = measure(make, args.batches, args.rounds)
+            rows.append((name, per_s * args.batch, cores))
+    bare = max(rows[0][1], rows[1][1])
+    now = datetime.datetime.now(datetime.timezone.utc)
     print(f"\n{platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, TF {tf.__version__}, "
-          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+          f"{now:%Y-%m-%d %H:%M} UTC, load average {loadavg()}")
     print(f"videos of {args.seconds:.0f} s, 2048-d 2D + 3D float16 frames; "
-          f"batch {args.batch} videos x {args.n_pair} pairs\n")
-    print("| pipeline | videos/s | clip pairs/s | ratio to bare |")
-    print("|---|---|---|---|")
-    print(f"| bare parse + decode | {bare:,.0f} | - | 1.00 |")
-    print(f"| training reader | {full:,.0f} | {full * args.n_pair:,.0f} | "
-          f"{full / bare:.2f} |")
+          f"batch {args.batch} videos x {args.n_pair} pairs; best of "
+          f"{args.rounds} rounds of {args.batches} batches\n")
+    print("| pipeline | videos/s | clip pairs/s | cores | CPU ms per batch "
+          "| ratio to bare |")
+    print("|---|---|---|---|---|---|")
+    for name, videos, cores in rows:
+        pairs = (f"{videos * args.n_pair:,.0f}"
+                 if name == "training reader" else "-")
+        cpu_ms = 1000 * cores * args.batch / videos  # CPU time per batch
+        print(f"| {name} | {videos:,.0f} | {pairs} | {cores:.2f} | "
+              f"{cpu_ms:.0f} | {videos / bare:.2f} |")
 
 
 if __name__ == "__main__":

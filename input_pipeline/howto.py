@@ -366,7 +366,13 @@ def pool_spans(frames, rate, span_start, span_end):
         frames (as the original leaves them).
     """
     lo, hi = frame_ranges(span_start, span_end, rate, tf.shape(frames)[0])
-    # The max of float16 values is exact; the norm is taken in float32.
+    return _normalised_maxima(frames, lo, hi)
+
+
+def _normalised_maxima(frames, lo, hi):
+    """float32 [P, dim] L2-normalised maxima of frame ranges (zeros for
+    empty ones). The max of float16 values is exact; the norm is taken in
+    float32."""
     return tf.math.l2_normalize(tf.cast(max_pool_ranges(frames, lo, hi),
                                         tf.float32), axis=-1)
 
@@ -415,10 +421,12 @@ def sample_clips(videos, seed, cfg, encoder):
                                cfg.min_time, cfg.min_words,
                                lowest=tf.gather(splits, video),
                                highest=tf.gather(splits, video + 1) - 1)
-    caption_ids = encoder.ragged_ids(texts)  # [C, None], OOV dropped
+    # Only the captions some span uses are tokenised, each once.
+    used, position = tf.unique(order.flat_values)  # [C_used], [M]
+    caption_ids = encoder.ragged_ids(tf.gather(texts, used))  # [C_used, None]
     # [U, None captions] -> [U, None captions, None words] -> [U, None words]
     words = tf.RaggedTensor.from_row_lengths(
-        tf.gather(caption_ids, order.flat_values), order.row_lengths())
+        tf.gather(caption_ids, position), order.row_lengths())
     ids = encoder.pad_ids(words.merge_dims(1, 2), cfg.max_words)  # [U, W]
 
     span_start, span_end = tf.gather(starts, lo), tf.gather(ends, hi)
@@ -430,8 +438,7 @@ def sample_clips(videos, seed, cfg, encoder):
         f_lo, f_hi = frame_ranges(
             span_start, span_end, tf.gather(videos[f"rate/{s}"], video),
             tf.gather(frame_splits, video + 1) - offset, offset)
-        pooled.append(tf.math.l2_normalize(tf.cast(max_pool_ranges(
-            frames.flat_values, f_lo, f_hi), tf.float32), axis=-1))
+        pooled.append(_normalised_maxima(frames.flat_values, f_lo, f_hi))
     features = tf.concat(pooled, axis=-1)  # [U, feature_dim]
     return {"video": tf.gather(features, slot),  # [B*P, feature_dim]
             "ids": tf.gather(ids, slot),  # [B*P, max_words]
