@@ -138,16 +138,21 @@ def _describe(name, media_id):
     return tf.strings.join([name, " (id ", media_id, ")"])
 
 
-def _decoded_clips(video, indices, cfg, where, make_clips):
+def _clip_pixels(video, indices, cfg, where, make_clips):
     """Decodes each distinct frame of ``indices`` [C, T] once, resizes and
     hands the frames to ``make_clips(frames, local)`` (local: int32 [C, T]
-    indices into frames).
+    indices into frames), which gathers, crops and flips them.
 
     Frames already stored at ``cfg.resize`` are not resized (torchvision
-    returns them unchanged too) and stay uint8 through ``make_clips``'s
-    gathers and crops, which then move a quarter of the bytes; otherwise
-    ``make_clips`` gets float32 frames in [0, 1]. Either way it must return
-    float32 clips (``video_ops.normalize`` converts uint8 as ``x / 255``).
+    returns them unchanged too) and stay uint8 (a quarter of the bytes of
+    float32 through the gathers, crops, shuffles and batching; they are
+    normalised per batch); other frames are resized to float32 in [0, 1].
+
+    Returns:
+        clip pixels: dict of "stored" uint8 [C, T, h, w, 3] and "resized"
+        float32 [C, T, h, w, 3], one of them the clips and the other a
+        placeholder [C, 1, 1, 1, 3], and "is_stored" bool [C] saying which;
+        :func:`normalize_clip_pixels` turns them into clips.
     """
     flat = tf.reshape(indices, [-1])  # [C*T]
     unique, local = tf.unique(flat)
@@ -158,18 +163,60 @@ def _decoded_clips(video, indices, cfg, where, make_clips):
     height, width = cfg.resize
     stored_size = tf.logical_and(tf.equal(shape[1], height),
                                  tf.equal(shape[2], width))
-    return tf.cond(
-        stored_size, lambda: make_clips(frames, local),
-        lambda: make_clips(video_ops.resize(frames, cfg.resize,
-                                            cfg.antialias), local))
+    num_clips = tf.shape(indices)[0]
+    # The unused kind is a 1-pixel placeholder per clip (tf.data's unbatch
+    # crashes on tensors with a zero-size dimension).
+    none = [num_clips, 1, 1, 1, 3]
+
+    def stored():
+        return make_clips(frames, local), tf.zeros(none, tf.float32)
+
+    def resized():
+        frames_01 = video_ops.resize(frames, cfg.resize, cfg.antialias)
+        return tf.zeros(none, tf.uint8), make_clips(frames_01, local)
+
+    clips_u8, clips_01 = tf.cond(stored_size, stored, resized)
+    return {"stored": clips_u8, "resized": clips_01,
+            "is_stored": tf.fill([num_clips], stored_size)}
+
+
+def normalize_clip_pixels(pixels, cfg):
+    """Normalised float32 clips from clip pixels (of one video, or batched
+    with ``padded_batch``; rows of both kinds may be mixed).
+
+    Args:
+        pixels: dict from :func:`training_clip_pixels` or
+            :func:`evaluation_clip_pixels`, possibly batched.
+        cfg: VideoClipConfig.
+
+    Returns:
+        float32 [N, clip_len, crop, crop, 3], ``video.normalize`` of each
+        row's pixels (uint8 as ``x / 255``).
+    """
+    stored, resized = pixels["stored"], pixels["resized"]
+    is_stored = pixels["is_stored"]
+
+    def of(part):
+        return lambda: video_ops.normalize(part, cfg.mean, cfg.std)
+
+    def mixed():  # both kinds padded to full clips by padded_batch
+        rows = is_stored[:, None, None, None, None]  # [N, 1, 1, 1, 1]
+        return tf.where(rows, of(stored)(), of(resized)())
+
+    clips = tf.cond(
+        tf.reduce_all(is_stored), of(stored),
+        lambda: tf.cond(tf.reduce_any(is_stored), mixed, of(resized)))
+    clips.set_shape([None, cfg.clip_len, cfg.crop_size, cfg.crop_size, 3])
+    return clips
 
 
 def _target_rate(cfg):
     return None if cfg.frame_rate is None else float(cfg.frame_rate)
 
 
-def training_clips(video, name, seed, cfg):
-    """Random clips of one parsed video, transformed for training.
+def training_clip_pixels(video, name, seed, cfg):
+    """Random clips of one parsed video, cropped and flipped for training,
+    not yet normalised (see :func:`training_clips`).
 
     Args:
         video: output of :func:`parse_video`.
@@ -178,8 +225,8 @@ def training_clips(video, name, seed, cfg):
         cfg: VideoClipConfig.
 
     Returns:
-        (clips float32 [C, clip_len, crop, crop, 3], labels int32 [C]) with
-        C = min(candidate clips, clips_per_video).
+        (clip pixels (see :func:`normalize_clip_pixels`), labels int32 [C])
+        with C = min(candidate clips, clips_per_video).
     """
     where = _describe(name, video["media_id"])
     check = tf.debugging.Assert(
@@ -209,14 +256,51 @@ def training_clips(video, name, seed, cfg):
             for c in range(cfg.clips_per_video)])
 
     def make_clips(frames, local):
-        clips = video_ops.crop_clips(frames, local, tops, lefts,
-                                     cfg.crop_size, flips,
-                                     cfg.clips_per_video)
-        return video_ops.normalize(clips, cfg.mean, cfg.std)
+        return video_ops.crop_clips(frames, local, tops, lefts,
+                                    cfg.crop_size, flips,
+                                    cfg.clips_per_video)
 
-    clips = _decoded_clips(video, indices, cfg, where, make_clips)
+    pixels = _clip_pixels(video, indices, cfg, where, make_clips)
     num_clips = tf.shape(indices)[0]
-    return clips, tf.fill([num_clips], video["label"])
+    return pixels, tf.fill([num_clips], video["label"])
+
+
+def training_clips(video, name, seed, cfg):
+    """Random clips of one parsed video, transformed for training.
+
+    Args:
+        video: output of :func:`parse_video`.
+        name: scalar string naming the record (for errors).
+        seed: int64 [2] stateless seed of this video and pass.
+        cfg: VideoClipConfig.
+
+    Returns:
+        (clips float32 [C, clip_len, crop, crop, 3], labels int32 [C]) with
+        C = min(candidate clips, clips_per_video).
+    """
+    pixels, labels = training_clip_pixels(video, name, seed, cfg)
+    return normalize_clip_pixels(pixels, cfg), labels
+
+
+def evaluation_clip_pixels(video, name, cfg):
+    """Uniform centre-cropped clips of one parsed video, not yet normalised
+    (see :func:`evaluation_clips`).
+
+    Returns:
+        (clip pixels (see :func:`normalize_clip_pixels`), labels int32
+        [clips_per_video]).
+    """
+    where = _describe(name, video["media_id"])
+    indices = video_ops.clip_indices(
+        video["num_frames"], cfg.clip_len, cfg.clips_per_video, "uniform",
+        video["frame_rate"], _target_rate(cfg), video_id=where)  # [K, T]
+
+    def make_clips(frames, local):
+        frames = video_ops.center_crop(frames, cfg.crop_size)  # [U, c, c, 3]
+        return tf.gather(frames, local)  # [K, T, crop, crop, 3]
+
+    pixels = _clip_pixels(video, indices, cfg, where, make_clips)
+    return pixels, tf.fill([cfg.clips_per_video], video["label"])
 
 
 def evaluation_clips(video, name, cfg):
@@ -226,18 +310,8 @@ def evaluation_clips(video, name, cfg):
         (clips float32 [clips_per_video, clip_len, crop, crop, 3],
         labels int32 [clips_per_video]).
     """
-    where = _describe(name, video["media_id"])
-    indices = video_ops.clip_indices(
-        video["num_frames"], cfg.clip_len, cfg.clips_per_video, "uniform",
-        video["frame_rate"], _target_rate(cfg), video_id=where)  # [K, T]
-
-    def make_clips(frames, local):
-        frames = video_ops.center_crop(frames, cfg.crop_size)  # [U, c, c, 3]
-        clips = tf.gather(frames, local)  # [K, T, crop, crop, 3]
-        return video_ops.normalize(clips, cfg.mean, cfg.std)
-
-    clips = _decoded_clips(video, indices, cfg, where, make_clips)
-    return clips, tf.fill([cfg.clips_per_video], video["label"])
+    pixels, labels = evaluation_clip_pixels(video, name, cfg)
+    return normalize_clip_pixels(pixels, cfg), labels
 
 
 # --------------------------------------------------------------------------- #
@@ -317,14 +391,20 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
 
     def make(serialized, name, file_pass):
         video = parse_video(serialized, name)
-        return training_clips(video, name,
-                              _video_seed(seed, name, file_pass), cfg)
+        return training_clip_pixels(video, name,
+                                    _video_seed(seed, name, file_pass), cfg)
 
     ds = ds.map(make, num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
     ds = ds.unbatch()
     ds = ds.shuffle(clip_shuffle_buffer, seed=seed + 1)
-    ds = ds.batch(batch_size, drop_remainder=True)
+    # Pixels travel as uint8 when frames are stored at the resize size and
+    # are normalised per batch (normalising per video, then copying float32
+    # clips through unbatch and batch cost a quarter of the decode time).
+    ds = ds.padded_batch(batch_size, drop_remainder=True)
+    ds = ds.map(lambda pixels, labels: (normalize_clip_pixels(pixels, cfg),
+                                        labels),
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -345,21 +425,25 @@ def evaluation_dataset(files, cfg, batch_size):
     ds = _ordered_records(files).enumerate()
 
     def make(index, serialized, name):
-        clips, labels = evaluation_clips(parse_video(serialized, name), name,
-                                         cfg)
-        return clips, labels, tf.fill([cfg.clips_per_video], index)
+        pixels, labels = evaluation_clip_pixels(parse_video(serialized, name),
+                                                name, cfg)
+        return pixels, labels, tf.fill([cfg.clips_per_video], index)
 
     ds = ds.map(lambda index, record: make(index, *record),
                 num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.unbatch().batch(batch_size)
+    # uint8 pixels through unbatch and batch, normalised per batch (see
+    # training_dataset).
+    ds = ds.unbatch().padded_batch(batch_size)
 
-    def pad(clips, labels, video_index):
+    def pad(pixels, labels, video_index):
+        clips = normalize_clip_pixels(pixels, cfg)
         (clips, labels, video_index), mask = records.pad_batch(
             (clips, labels, video_index), batch_size)
         video_index = tf.where(mask, video_index, tf.constant(-1, tf.int64))
         return clips, labels, video_index, mask
 
-    return ds.map(pad, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return ds.map(pad, num_parallel_calls=AUTOTUNE,
+                  deterministic=True).prefetch(AUTOTUNE)
 
 
 def video_ids(files):

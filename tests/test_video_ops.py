@@ -383,6 +383,57 @@ def test_random_flip_is_consistent_per_clip():
     assert 30 <= flips <= 70, flips
 
 
+def test_flip_left_right_is_reverse_of_the_width_axis():
+    rng = np.random.default_rng(6)
+    for shape in ((5, 7, 3), (2, 5, 7, 3), (2, 3, 4, 6, 3)):
+        for dtype in (np.uint8, np.float32):
+            x = (rng.random(shape) * 255).astype(dtype)
+            got = _both(video.flip_left_right, x)
+            np.testing.assert_array_equal(got, x[..., ::-1, :])
+
+
+def test_crop_window_and_flip_decision_are_those_of_the_clip_ops():
+    frames = _coded(2, 9, 12)
+    for s in range(20):
+        seed = tf.constant([s, 3], tf.int64)
+        top, left = video.random_crop_window(9, 12, (5, 6), seed)
+        np.testing.assert_array_equal(
+            video.random_crop(frames, (5, 6), seed),
+            frames[:, top:top + 5, left:left + 6])
+        flipped = bool(video.random_flip_decision(seed))
+        want = frames[:, :, ::-1] if flipped else frames
+        np.testing.assert_array_equal(video.random_flip(frames, seed), want)
+
+
+def test_crop_clips_crops_and_flips_each_clip():
+    frames = _coded(6, 9, 12)  # value = (frame, row, column)
+    rng = np.random.default_rng(2)
+    for count in (1, 3, 4):  # fewer clips than max_clips too
+        indices = rng.integers(0, 6, (count, 5)).astype(np.int32)
+        tops = rng.integers(0, 5, count).astype(np.int32)
+        lefts = rng.integers(0, 7, count).astype(np.int32)
+        flips = rng.random(count) < 0.5
+        want = []
+        for c in range(count):
+            clip = frames[indices[c], tops[c]:tops[c] + 5,
+                          lefts[c]:lefts[c] + 6]
+            want.append(clip[:, :, ::-1] if flips[c] else clip)
+        got = _both(lambda f, i, t, l, fl: video.crop_clips(
+            f, i, t, l, (5, 6), fl, max_clips=4),
+            frames, indices, tops, lefts, flips)
+        np.testing.assert_array_equal(got, np.stack(want))
+        unflipped = video.crop_clips(frames, indices, tops, lefts, (5, 6))
+        np.testing.assert_array_equal(
+            unflipped, np.stack([frames[indices[c], tops[c]:tops[c] + 5,
+                                        lefts[c]:lefts[c] + 6]
+                                 for c in range(count)]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="cannot crop"):
+        video.crop_clips(frames, indices, tops, lefts, (10, 6))
+    with pytest.raises(ValueError, match="max_clips"):
+        _in_dataset(lambda f, i: video.crop_clips(f, i, [0], [0], 2),
+                    frames, indices)
+
+
 def test_normalize_matches_numpy():
     assert video.KINETICS_MEAN == (0.43216, 0.394666, 0.37645)  # the spec
     assert video.KINETICS_STD == (0.22803, 0.22145, 0.216989)

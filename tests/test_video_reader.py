@@ -416,3 +416,52 @@ def test_training_clip_equals_the_ops_composition():
             if np.array_equal(clips[0], video_ops.normalize(
                 frames[:, top:top + 16, left:left + 16]))]
         assert len(matches) == 1, (resize, matches)
+
+
+def _noise_video(number, num_frames, height, width, seed):
+    rng = np.random.default_rng(seed)
+    frames = [tf.io.encode_jpeg(rng.integers(0, 256, (height, width, 3),
+                                             dtype=np.uint8)).numpy()
+              for _ in range(num_frames)]
+    return make_video(number, num_frames, frames=frames)
+
+
+def test_batches_mixing_stored_size_and_resized_videos(tmp_path):
+    """Frames stored at the resize size travel as uint8 and are normalised
+    per batch, others are resized to float per video: batches that mix the
+    two kinds equal the clips of each video made alone."""
+    sizes = [(HEIGHT, WIDTH), (24, 32), (HEIGHT, WIDTH), (30, 36)]
+    serialized = [_noise_video(n, 12, h, w, seed=n)
+                  for n, (h, w) in enumerate(sizes)]
+    path = write_shard(tmp_path / "mixed.tfrecord", serialized)
+    cfg = reader.VideoClipConfig(clip_len=4, clips_per_video=3,
+                                 resize=(HEIGHT, WIDTH), crop_size=16)
+    kinds = [bool(reader.training_clip_pixels(
+        reader.parse_video(s), tf.constant("x"),
+        tf.constant([0, 0], tf.int64), cfg)[0]["is_stored"][0])
+        for s in serialized]
+    assert kinds == [True, False, True, False]
+    # Evaluation: batches of 4 rows straddle videos of both kinds.
+    want = np.concatenate([
+        reader.evaluation_clips(reader.parse_video(s), tf.constant("x"),
+                                cfg)[0].numpy() for s in serialized])
+    batches = list(reader.evaluation_dataset([path], cfg, 4))
+    got = np.concatenate([b[0].numpy() for b in batches])
+    mask = np.concatenate([b[3].numpy() for b in batches])
+    np.testing.assert_array_equal(got[:len(want)], want)
+    assert mask.sum() == len(want) and not got[len(want):].any()
+    # Training: every row is one of its video's clips, made alone.
+    own = {i: [] for i in range(len(serialized))}
+    for i, s in enumerate(serialized):
+        name = tf.constant(f"{path}:record {i}")
+        for file_pass in range(3):
+            clips, _ = reader.training_clips(
+                reader.parse_video(s), name,
+                reader._video_seed(5, name, tf.constant(file_pass, tf.int64)),
+                cfg)
+            own[i].extend(clips.numpy())
+    ds = reader.training_dataset([path], cfg, 4, seed=5, shuffle_buffer=1,
+                                 deterministic=True)
+    for clips, labels in ds.take(3):  # 12 clips of the first two passes
+        for clip, label in zip(clips.numpy(), labels.numpy()):
+            assert any(np.array_equal(clip, c) for c in own[label])
