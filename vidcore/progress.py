@@ -85,6 +85,16 @@ class Progbar(keras.utils.Progbar):
             self._line_open = False
 
 
+    def break_line(self):
+        """Ends a line that is being redrawn, so that text printed next
+        (an evaluation's results) starts on a line of its own; the bar
+        carries on below it."""
+        if self._line_open:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self._line_open = False
+
+
 def is_terminal(stream):
     """Whether ``stream`` is a terminal (False for files, pipes, StringIO)."""
     try:

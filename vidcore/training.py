@@ -458,22 +458,25 @@ class Trainer:
                     window_start, window_steps = time.time(), 0
                 else:
                     progbar.update(step, [("loss", loss), ("reg_loss", reg)])
-                self._step_boundaries(step, writer)
+                self._step_boundaries(step, writer, progbar)
             if int(ran) < wanted:
                 logging.info("input exhausted at step %d", step)
                 break
+        progbar.finish()
         self._save(step, final=True)
         writer.close()
         return step
 
-    def _step_boundaries(self, step, writer):
-        """Checkpoint and epoch end due after ``step``, if any."""
+    def _step_boundaries(self, step, writer, progbar):
+        """Checkpoint and epoch end due after ``step``, if any (the progress
+        line is ended first when an epoch-end evaluation will print)."""
         cfg = self.config
         epoch_done = bool(cfg.steps_per_epoch
                           and step % cfg.steps_per_epoch == 0)
         if step % cfg.checkpoint_every_steps == 0 or epoch_done:
             self._save(step)
         if epoch_done and self.on_epoch_end is not None:
+            progbar.break_line()
             scalars = self.on_epoch_end(step // cfg.steps_per_epoch, step)
             with writer.as_default(step=step):
                 for name, value in (scalars or {}).items():
