@@ -87,6 +87,14 @@ def test_loss_off_the_float32_run_fails():
     gpu_check.compare_to_float32(off, reference)
     assert off.deviation == pytest.approx(0.1 / 1.6)
     assert len(off.failures) == 1 and "tolerance" in off.failures[0]
+    # Step 1 skipped by the loss scale: steps 1 and 2 start from the
+    # initial weights, step 3 follows one update (float32's step 2).
+    skipped = gpu_check.CaseResult("f", "mixed_float16", 1, 4,
+                                   losses={1: 2.0, 2: 2.0, 3: 1.81},
+                                   skipped_steps=1)
+    gpu_check.compare_to_float32(skipped, reference)
+    assert skipped.deviation == pytest.approx(0.01 / 1.8)
+    assert skipped.failures == []
 
 
 def _nan_family(smoke, replicas):
