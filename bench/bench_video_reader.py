@@ -15,9 +15,12 @@ frames (moving colour gradients plus noise, JPEG quality 90), by default
 * evaluation reader: ``evaluation_dataset`` (5 uniform clips per video,
   centre crop), one full pass; frames delivered as above;
 
-and prints a markdown table.
+and prints a markdown table ("vs bare decode": frames/s over the first
+row's). ``--profile`` adds the CPU milliseconds per video of the readers'
+stages (each a parallel tf.data map over the same records that stops after
+that stage), which shows what bounds a reader.
 
-    python bench/bench_video_reader.py [--videos 64 --frames 75]
+    python bench/bench_video_reader.py [--videos 64 --frames 75] [--profile]
     python bench/bench_video_reader.py --data '/data/kinetics/train-*'
 """
 
@@ -133,6 +136,78 @@ def best_of(rounds, make_dataset, count, limit=None):
     return max(runs, key=lambda r: r[3] / r[1])
 
 
+def stage_functions(cfg):
+    """Per-video pipelines that stop after each stage of the readers, for
+    the profile (each maps a serialized record to a tensor)."""
+    name = tf.constant("bench")
+
+    def seed_of(serialized):
+        return tf.stack([tf.constant(0, tf.int64),
+                         tf.strings.to_hash_bucket_fast(serialized, 2 ** 62)])
+
+    def indices(serialized, mode):
+        video = reader.parse_video(serialized, name)
+        return video, video_ops.clip_indices(
+            video["num_frames"], cfg.clip_len, cfg.clips_per_video, mode,
+            video["frame_rate"], cfg.frame_rate,
+            seed_of(serialized) if mode == "random" else None, name)
+
+    def decoded(serialized, mode):
+        video, clip_frames = indices(serialized, mode)
+        unique, _ = tf.unique(tf.reshape(clip_frames, [-1]))
+        return video_ops.decode_frames(tf.gather(video["jpegs"], unique),
+                                       name)
+
+    def pixels(serialized, mode):
+        video = reader.parse_video(serialized, name)
+        if mode == "random":
+            return reader.training_clip_pixels(video, name,
+                                               seed_of(serialized), cfg)[0]
+        return reader.evaluation_clip_pixels(video, name, cfg)[0]
+
+    def normalised(serialized, mode):
+        return reader.normalize_clip_pixels(pixels(serialized, mode), cfg)
+
+    def bare(serialized):
+        jpegs = reader.parse_video(serialized)["jpegs"]
+        return tf.map_fn(
+            lambda s: tf.io.decode_jpeg(s, channels=3,
+                                        dct_method="INTEGER_ACCURATE"),
+            jpegs, fn_output_signature=tf.TensorSpec([None, None, 3],
+                                                     tf.uint8))
+
+    stages = [("bare: parse + decode every frame", bare),
+              ("parse", lambda s: reader.parse_video(s, name)["jpegs"])]
+    for mode, reader_name in (("random", "training"),
+                              ("uniform", "evaluation")):
+        stages += [
+            (f"{reader_name}: parse + clip indices",
+             lambda s, m=mode: indices(s, m)[1]),
+            (f"{reader_name}: + decode distinct frames (checked)",
+             lambda s, m=mode: decoded(s, m)),
+            (f"{reader_name}: + crop/flip/gather (uint8 clip pixels)",
+             lambda s, m=mode: pixels(s, m)["stored"]),
+            (f"{reader_name}: + normalise (float32 clips)",
+             lambda s, m=mode: normalised(s, m))]
+    return stages
+
+
+def profile(records_list, cfg, rounds):
+    """CPU milliseconds per video of each stage: a parallel tf.data map over
+    the records (as in the readers), best of ``rounds``."""
+    serialized = tf.stack(records_list)
+    rows = []
+    for stage, fn in stage_functions(cfg):
+        def make(fn=fn):
+            return tf.data.Dataset.from_tensor_slices(serialized).map(
+                lambda s: tf.size(fn(s)),
+                num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+        best = min(measure(make, lambda e: 1)[2:]
+                   for _ in range(rounds))  # (cpu seconds, videos)
+        rows.append((stage, 1e3 * best[0] / best[1]))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None,
@@ -146,6 +221,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--train_batches", type=int, default=80)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print CPU ms per video of each stage")
     args = parser.parse_args()
 
     cfg = reader.VideoClipConfig()  # the recipe's settings
@@ -186,6 +263,11 @@ def main():
         rows.append(("evaluation reader (5 uniform clips/video)",
                      clips * cfg.clip_len, clips,
                      clips / cfg.clips_per_video, seconds, cpu, startup))
+        stage_rows = None
+        if args.profile:
+            stage_rows = profile(
+                [r for f in files for r in tf.data.TFRecordDataset(f)],
+                cfg, args.rounds)
 
     print(f"\n{platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, TF {tf.__version__}, "
@@ -196,12 +278,14 @@ def main():
           f"clips_per_video {cfg.clips_per_video}, resize {cfg.resize}, "
           f"crop {cfg.crop_size}, batch {args.batch}; best of "
           f"{args.rounds} rounds\n")
-    print("| pipeline | frames/s | clips/s | videos/s | frames per CPU-s "
-          "| first element s |")
-    print("|---|---|---|---|---|---|")
+    print("| pipeline | frames/s | vs bare decode | clips/s | videos/s "
+          "| frames per CPU-s | first element s |")
+    print("|---|---|---|---|---|---|---|")
+    bare_rate = rows[0][1] / rows[0][4]
     for name, frames, clips, videos, seconds, cpu, startup in rows:
         clip_rate = "-" if clips is None else f"{clips / seconds:,.1f}"
-        print(f"| {name} | {frames / seconds:,.0f} | {clip_rate} | "
+        print(f"| {name} | {frames / seconds:,.0f} | "
+              f"{frames / seconds / bare_rate:.2f} | {clip_rate} | "
               f"{videos / seconds:,.1f} | {frames / cpu:,.0f} | "
               f"{startup:.2f} |")
     print("\nRates are measured after the first element (pipeline start and "
@@ -212,6 +296,13 @@ def main():
           "frames per CPU-s divides by this process's CPU time (all "
           "threads), which other processes on the machine disturb less "
           "than wall time.")
+    load = open("/proc/loadavg").read().split()[:3]
+    print(f"load average at the end: {' '.join(load)}")
+    if stage_rows:
+        print("\n| stage (cumulative, per video) | CPU ms per video |")
+        print("|---|---|")
+        for stage, ms in stage_rows:
+            print(f"| {stage} | {ms:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,9 @@ Only the frames of the sampled clips are decoded: the reader gathers the
 JPEG strings of the clips' frames first and decodes each distinct frame
 once (clips of a video may overlap), then resizes them to ``resize``, crops
 (random in training, centre in evaluation), flips (training) and
-normalises with ``mean`` / ``std``.
+normalises with ``mean`` / ``std``. Frames stored at the resize size are
+not resized and stay uint8 through cropping, shuffling and batching; they
+are normalised per batch (bench/RESULTS.md has the per-stage profile).
 
 Element structure (channels last):
 
@@ -365,7 +367,8 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
             about 1-3 MB for 10 s of 128-pixel frames) in the shuffle
             buffer; the first batch waits until it is full.
         clip_shuffle_buffer: clips in the clip shuffle buffer (each
-            ``clip_len x crop x crop x 3`` float32, 2.4 MB at 16x112x112);
+            ``clip_len x crop x crop x 3`` uint8 when frames are stored at
+            the resize size, 0.6 MB at 16x112x112, else float32, 2.4 MB);
             default ``max(2 * batch_size, 4 * clips_per_video)``.
         deterministic: keep a fixed element order at the cost of some
             parallelism (then the batches are reproducible with ``seed``).
