@@ -128,8 +128,8 @@ def checked_records_blockwise(path, size, block_size=32):
     on top of the ~80 us of reading it, against ~15 us here
     (bench/bench_reader.py --profile). The next block is read while the
     current one is consumed, so a deterministic interleave does not wait
-    for a whole block at a shard's turn (at most two blocks per shard in
-    memory).
+    for a whole block at a shard's turn (up to three blocks per shard in
+    memory: ~30 MB for full-length YouTube-8M videos).
 
     Args:
         path: the shard (string tensor).
