@@ -164,12 +164,14 @@ def _tf_label_counts(is_label, mask):
     """Labels per row (int32 [B]) and per column over unmasked rows (int64
     [V]), counted from the positions of the positives: one pass over the
     [B, V] labels instead of two full-size casts and reductions (on CPU
-    those cost a third of the top-k itself)."""
+    those took almost half as long as the top-k itself)."""
     positions = tf.where(is_label)  # [P, 2] (row, class), int64
     rows, cols = positions[:, 0], positions[:, 1]
     dynamic = tf.shape(is_label, out_type=tf.int64)
-    num_rows, num_cols = (dynamic[i] if is_label.shape[i] is None
-                          else is_label.shape[i] for i in (0, 1))
+    static = (is_label.shape.as_list() if is_label.shape.rank == 2
+              else [None, None])
+    num_rows, num_cols = (dynamic[i] if static[i] is None else static[i]
+                          for i in (0, 1))
     num_labels = tf.math.unsorted_segment_sum(
         tf.ones_like(rows, tf.int32), rows, num_rows)
     counted = tf.ones_like(rows)
@@ -299,6 +301,9 @@ def ranked_order(scores):
       int64 array of indices.
     """
     scores = np.asarray(scores, dtype=np.float32) + np.float32(0.0)
+    if scores.ndim != 1:
+        raise ValueError(f"ranked_order needs 1-D scores, got shape "
+                         f"{scores.shape}")
     bits = scores.view(np.uint32)  # -0.0 became +0.0 above
     negative = (bits >> np.uint32(31)).astype(bool)
     ascending = np.where(negative, ~bits, bits | np.uint32(1 << 31))
