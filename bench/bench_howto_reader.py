@@ -13,14 +13,16 @@ texts), then measures videos/s and clip pairs/s of
   max-pooling per span, L2 norms, word vectors, prefetch);
 
 and prints a markdown table. Each row is the best of ``--rounds`` rounds,
-all in one process on the same records; "cores" is the process CPU time
-over the wall time of that round (the machine has ``os.cpu_count()``).
+all in one process on the same records, the pipelines taking turns round
+by round; "cores" is the process CPU time over the wall time of that
+round (the machine has ``os.cpu_count()``), "CPU ms per batch" the CPU
+time one batch cost, which a loaded machine disturbs less than videos/s.
 ``--profile`` adds one row per stage (reading alone; read + parse +
 sampling without the shuffle; the sampler alone on one parsed batch held
 in memory). With the published setting (32 videos x 64 pairs per step)
 the pairs/s column says how many steps per second one host can feed.
 
-    python bench/bench_howto_reader.py [--videos 256 --rounds 3 --profile]
+    python bench/bench_howto_reader.py [--videos 256 --rounds 5 --profile]
 """
 
 import argparse
@@ -120,20 +122,27 @@ def sampler_dataset(files, cfg, encoder, batch):
         tf.data.AUTOTUNE)
 
 
-def measure(make, batches, rounds, warmup=3):
-    """Best batches/s over rounds, with the cores used in that round."""
-    best, cores = 0.0, 0.0
+def measure_round(make, batches, warmup=3):
+    """(batches/s, cores used) of one round on a fresh iterator."""
+    it = iter(make())
+    for _ in range(warmup):
+        next(it)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        next(it)
+    wall = time.perf_counter() - start
+    return batches / wall, (time.process_time() - cpu) / wall
+
+
+def measure(pipelines, batches, rounds):
+    """Best (batches/s, cores) of each pipeline over rounds; the rounds take
+    turns between pipelines, so a change of load on a shared machine hits
+    every pipeline alike."""
+    best = {name: (0.0, 0.0) for name, _ in pipelines}
     for _ in range(rounds):
-        it = iter(make())
-        for _ in range(warmup):
-            next(it)
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(batches):
-            next(it)
-        wall = time.perf_counter() - start
-        if batches / wall > best:
-            best, cores = batches / wall, (time.process_time() - cpu) / wall
-    return best, cores
+        for name, make in pipelines:
+            best[name] = max(best[name], measure_round(make, batches))
+    return best
 
 
 def loadavg():
@@ -151,7 +160,7 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--n_pair", type=int, default=64)
     parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true",
                         help="also time each stage on its own")
     args = parser.parse_args()
@@ -159,7 +168,6 @@ def main():
     encoder = text.TextEncoder(vectors)
     cfg = reader.ClipConfig(dims=(2048, 2048), n_pair=args.n_pair,
                             min_time=5.0, max_words=20)
-    rows = []  # (name, videos/s, cores)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         write_shards(tmp, args.videos, 8, args.seconds)
@@ -186,9 +194,12 @@ def main():
                 ("stage: sampler alone, parsed batch in memory",
                  lambda: sampler_dataset(files, cfg, encoder, args.batch)),
             ]
-        for name, make in pipelines:
-            per_s, cores = measure(make, args.batches, args.rounds)
-            rows.append((name, per_s * args.batch, cores))
+        # Every pipeline under the training reader's tf.data options.
+        best = measure([(name, lambda make=make: make().with_options(
+            reader.batch_options())) for name, make in pipelines],
+            args.batches, args.rounds)
+        rows = [(name, best[name][0] * args.batch, best[name][1])
+                for name, _ in pipelines]
     bare = max(rows[0][1], rows[1][1])
     now = datetime.datetime.now(datetime.timezone.utc)
     print(f"\n{platform.processor() or platform.machine()}, "

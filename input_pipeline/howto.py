@@ -36,6 +36,7 @@ with the N = videos x n_pair clips of one video contiguous.
 """
 
 import dataclasses
+import os
 from typing import Tuple
 
 import tensorflow as tf
@@ -462,6 +463,15 @@ def sample_clip_caption(clip, seed, cfg, encoder):
 # --------------------------------------------------------------------------- #
 # Datasets.
 # --------------------------------------------------------------------------- #
+def batch_options():
+    """tf.data options of the batch-first videos reader: one batch's large
+    ops (decode, segment max, gathers) may use every core, so a step does
+    not wait on one thread when few batches are in flight."""
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = os.cpu_count() or 1
+    return options
+
+
 def training_dataset(files, kind, cfg, encoder, batch_size,
                      input_context=None, seed=0, shuffle_buffer=1024):
     """Shuffled, repeated batches of (features, dummy labels).
@@ -507,7 +517,7 @@ def training_dataset(files, kind, cfg, encoder, batch_size,
         ds = tf.data.Dataset.zip((ds.batch(batch_size, drop_remainder=True),
                                   seeds))
         ds = ds.map(make, num_parallel_calls=AUTOTUNE, deterministic=False)
-        return ds.prefetch(AUTOTUNE)
+        return ds.prefetch(AUTOTUNE).with_options(batch_options())
 
     def make_clip(serialized, seed_pair):
         clip = sample_clip_caption(parse_clip(serialized, cfg), seed_pair,
