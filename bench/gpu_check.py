@@ -25,8 +25,13 @@ minutes on 2 cores, most of them tracing R(2+1)D-18's graph three times.
 How a case is measured. The Trainer logs every step (``log_every_steps=1``)
 to TensorBoard; the loop's own per-step ``examples_per_second`` (the time of
 the step call up to its loss on the host, summary writing excluded) and
-``loss/label`` are read back from the event file. The first
-``--warmup_steps`` steps (tracing, autotuning) are not timed. Each case has a
+``loss/label`` are read back from the event file. Logging every step means
+one step per ``tf.function`` call (whatever ``steps_per_loop``), so each
+timed step includes one host round trip: for the smallest steps (HowTo100M
+on a fast GPU) examples/s is a lower bound. The first ``--warmup_steps``
+steps (tracing, autotuning) are not timed. The loop writes a final
+checkpoint per case (3.9 GB for NetVLAD with Adam), into /dev/shm when it
+fits (``--work_dir``), and it is deleted afterwards. Each case has a
 share of the total ``--budget_s``: the in-memory data ends at the case's
 deadline (after at least warm-up + 2 steps) and the loop stops there. Model
 FLOPs are the forward pass counted by TensorFlow's graph profiler (x3 for a
@@ -48,8 +53,9 @@ written; the CPU smoke run passes):
   formula, needed for parity with the published weights), which Keras
   cannot run on cuDNN: it falls back to a while loop on GPU. Measure it with
   bench/bench_training.py before changing anything; do not change the formula.
-- mixed_float16 rows with skipped steps (LossScaleOptimizer) in the notes:
-  a few at the start are normal (the loss scale starts at 2^15).
+- mixed_float16 rows with skipped steps (LossScaleOptimizer) in the result
+  column: a few at the start are normal (the loss scale starts at 2^15) and
+  the float32 comparison allows for them; many, or NaN losses, are not.
 - XLA (``jit_compile``) is not used by the loop; try it only after this
   table exists.
 """
