@@ -31,48 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-def matmul_flops(n=2048, repeats=10):
-    """Dense float32 matmul FLOP/s of this machine (best of ``repeats``)."""
-    import tensorflow as tf
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    f()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f().numpy()
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - start))
-    return best
-
-
-def forward_flops_per_example(model, inputs):
-    """Float ops of one forward pass / batch size (graph profiler).
-
-    The profiler counts the body of a while loop once, so recurrent layers
-    are counted on a copy of the model with the loop unrolled.
-    """
-    import keras
-    import tensorflow as tf
-
-    def unrolled(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.RNN):
-            config["unroll"] = True
-        return layer.__class__.from_config(config)
-
-    if any(isinstance(l, keras.layers.RNN) for l in model.layers):
-        model = keras.models.clone_model(model, clone_function=unrolled)
-    spec = tf.nest.map_structure(
-        lambda x: tf.TensorSpec(x.shape, x.dtype), inputs)
-    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(
-        spec).graph
-    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    info = tf.compat.v1.profiler.profile(graph, options=opts)
-    batch = next(iter(tf.nest.flatten(inputs))).shape[0]
-    return info.total_float_ops / batch
+from bench._flops import (TRAIN_TO_FORWARD, forward_flops_per_example,  # noqa: E402
+                          matmul_peak)
 
 
 def run_one(preset, steps, batch):
@@ -123,7 +83,7 @@ def run_one(preset, steps, batch):
     step = float(np.median(times))
     print(json.dumps({"model": cfg.model, "params": params, "step_s": step,
                       "examples_per_s": batch / step,
-                      "train_flops_per_example": 3 * flops}))
+                      "train_flops_per_example": TRAIN_TO_FORWARD * flops}))
 
 
 def main():
@@ -135,7 +95,7 @@ def main():
     if args.one:
         return run_one(args.one, args.steps, args.batch)
 
-    peak = matmul_flops()
+    peak = matmul_peak(n=2048, dtype="float32")
     rows = []
     presets = sorted(os.listdir(os.path.join(REPO, "configs", "yt8m")))
     for name in presets:
