@@ -223,3 +223,22 @@ def test_learning_rate_follows_the_loop_step_when_steps_are_skipped(
                                rtol=1e-6)
     np.testing.assert_allclose(float(trainer.optimizer.learning_rate),
                                float(schedule(8)), rtol=1e-6)
+
+
+def test_low_precision_per_example_loss_trains_in_float32(tmp_path):
+    """A loss returning bfloat16 (mixed-precision logits) is summed in
+    float32, to the float32 loss's value within bfloat16 rounding."""
+    def bf16_loss(labels, predictions):
+        return tf.cast(losses.multilabel_cross_entropy(labels, predictions),
+                       tf.bfloat16)
+
+    low = _trainer(tmp_path / "bf16", 1, max_steps=3,
+                   per_example_loss=bf16_loss)
+    assert low.train() == 3
+    ref = _trainer(tmp_path / "f32", 1, max_steps=3)
+    ref.train()
+    got = dict(_scalars(str(tmp_path / "bf16")).get("loss/label", []))
+    want = dict(_scalars(str(tmp_path / "f32")).get("loss/label", []))
+    assert got and got.keys() == want.keys()
+    for step, value in want.items():
+        assert got[step] == pytest.approx(value, rel=1e-2)

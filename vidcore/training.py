@@ -332,7 +332,10 @@ class Trainer:
     def _replica_step(self, features, labels):
         with tf.GradientTape() as tape:
             predictions = self.model(features, training=True)
-            per_example = self.per_example_loss(labels, predictions)
+            # float32 whatever the loss returns (bfloat16/float16 logits
+            # under mixed precision): the sum and the regulariser are float32.
+            per_example = tf.cast(
+                self.per_example_loss(labels, predictions), tf.float32)
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=self.global_batch_size)
             reg = (tf.add_n([tf.cast(l, tf.float32)
