@@ -182,6 +182,19 @@ def test_run_step_failure_names_the_log(tmp_path, capsys):
     assert "bad input" in log.read_text()
 
 
+def test_run_step_redrawn_lines_become_lines_in_files(tmp_path, capsys):
+    """A child's carriage-return progress (tqdm) shows one state per line
+    when the demo's own output is not a terminal, and in the log."""
+    log = tmp_path / "demo.log"
+    child = ("import sys; sys.stdout.write('bar 0%\\rbar 100%\\r\\n"
+             "done\\r\\n')")
+    demo_steps.run_step(["-c", child], str(log))
+    shown = capsys.readouterr().out
+    assert "   bar 0%\n   bar 100%\n   done\n" in shown
+    assert "\r" not in shown
+    assert log.read_bytes().decode().endswith("bar 0%\nbar 100%\ndone\n")
+
+
 def test_tensorboard_hint_gives_the_real_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert demo_steps.tensorboard_hint("demo out/models").endswith(

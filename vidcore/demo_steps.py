@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from vidcore import progress
+
 
 def run_step(args, log):
     """Runs one CLI as ``python -m ...`` (a demo step), streaming its output.
@@ -65,27 +67,42 @@ def _relay(pipe, log_file, indent="   "):
     """Copies a child's output to stdout (indented) and to the log file.
 
     Reads whatever has arrived (not whole lines), so progress lines that are
-    redrawn with carriage returns show as they change.
+    redrawn with carriage returns show as they change on a terminal. Into a
+    file or a pipe (and always into the log) a carriage return ends the line
+    instead, so each state of a redrawn bar is a line of its own rather than
+    all of them glued onto one.
 
     Returns:
-        All the text read.
+        All the text read, as the child wrote it.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    redraw = progress.is_terminal(sys.stdout)
     at_line_start = True
+    after_return = False
     seen = []
     while True:
         chunk = os.read(pipe.fileno(), 65536)
         text = decoder.decode(chunk, final=not chunk)
         if text:
             seen.append(text)
-            log_file.write(text)
-            log_file.flush()
-            shown = []
+            shown, logged = [], []
             for char in text:
+                if char == "\n" and after_return:
+                    after_return = False  # "\r\n": the line ended at "\r"
+                    if not redraw:
+                        continue
+                    shown.append(char)
+                    continue
+                after_return = char == "\r"
+                logged.append("\n" if char == "\r" else char)
+                if not redraw and char == "\r":
+                    char = "\n"
                 if at_line_start and char not in "\r\n":
                     shown.append(indent)
                 shown.append(char)
                 at_line_start = char in "\r\n"
+            log_file.write("".join(logged))
+            log_file.flush()
             sys.stdout.write("".join(shown))
             sys.stdout.flush()
         if not chunk:
