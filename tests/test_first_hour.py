@@ -5,6 +5,7 @@ conversion that rejects everything failing loudly, the TensorBoard line."""
 import functools
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import threading
 import time
 
 import pytest
+import tensorflow as tf
+from absl import logging as absl_logging
 
 from tfrecord_tools import conversion
-from vidcore import demo_steps, progress, tf_logs
+from vidcore import demo_steps, progress, tf_logs, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,6 +85,41 @@ def test_the_users_log_level_wins(monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     tf_logs.quiet_startup()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == tf_logs.DEFAULT_LEVEL
+
+
+def test_tensorflow_python_info_hidden_unless_level_0():
+    logger = logging.getLogger("tensorflow")
+    saved = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)
+        tf_logs.quiet_python_info(0)
+        assert logger.level == logging.NOTSET
+        tf_logs.quiet_python_info(1)
+        assert logger.level == logging.WARNING
+        logger.setLevel(logging.DEBUG)  # the user's choice stays
+        tf_logs.quiet_python_info(2)
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(saved)
+
+
+def test_tensorflow_info_through_absl_is_dropped_ours_kept():
+    """TensorFlow modules that log with absl directly (functional_saver's
+    "Sharding callback duration" at every checkpoint) are quiet; the
+    project's own INFO lines and TensorFlow's warnings are not."""
+    tf_logs.quiet_python_info(1)
+    (keep,) = [f for f in absl_logging.get_absl_logger().filters
+               if isinstance(f, tf_logs._TensorFlowInfoFilter)]
+    tf_dir = os.path.dirname(tf.__file__)
+
+    def record(path, level):
+        return logging.LogRecord("absl", level, path, 1, "m", None, None)
+
+    saver = os.path.join(tf_dir, "python", "checkpoint", "functional_saver.py")
+    assert not keep.filter(record(saver, logging.INFO))
+    assert keep.filter(record(saver, logging.WARNING))
+    assert keep.filter(record(os.path.abspath(training.__file__),
+                              logging.INFO))
 
 
 # -- progress lines -----------------------------------------------------------

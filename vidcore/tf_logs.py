@@ -88,17 +88,60 @@ def _import_tensorflow_filtered(level):
                 os.write(2, shown.encode("utf-8"))
 
 
+class _TensorFlowInfoFilter:
+    """Drops records below WARNING logged from TensorFlow's own files."""
+
+    def filter(self, record):
+        """True to keep ``record``."""
+        if record.levelno >= 30:  # logging.WARNING
+            return True
+        module = sys.modules.get("tensorflow")
+        root = os.path.dirname(getattr(module, "__file__", "") or "")
+        return not (root and record.pathname.startswith(root + os.sep))
+
+
+def quiet_python_info(level):
+    """Hides TensorFlow's own Python INFO records at C++ level >= 1.
+
+    TensorFlow's Python code logs through its ``tensorflow`` logger and, in
+    many modules, through absl's logger directly; absl's handler shows INFO
+    records on the console, because the CLIs run absl at INFO for their own
+    progress lines. So every checkpoint save printed "Sharding callback
+    duration: ... microseconds". This hides the INFO records of
+    TensorFlow's files (its warnings stay), unless the C++ level is 0 (the
+    user asks for everything); a level the user gave the ``tensorflow``
+    logger is left alone.
+
+    Args:
+        level: the C++ log level in effect.
+    """
+    import logging  # pylint: disable=import-outside-toplevel
+    if level < 1:
+        return
+    logger = logging.getLogger("tensorflow")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    # absl's own logger object (created by absl with its caller lookup; a
+    # plain logging.getLogger("absl") made before absl is imported would
+    # take its place and every record would name absl's file).
+    from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+    absl_logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _TensorFlowInfoFilter)
+               for f in absl_logger.filters):
+        absl_logger.addFilter(_TensorFlowInfoFilter())
+
+
 def quiet_startup():
     """Sets the C++ log level (unless set) and imports TensorFlow quietly.
 
-    Does nothing when TensorFlow is already imported (its start-up lines
-    are written by then).
+    The start-up lines are filtered only when TensorFlow is not imported
+    yet (they are written by then); TensorFlow's Python INFO records are
+    hidden either way (`quiet_python_info`).
     """
     if not os.environ.get(LEVEL_VARIABLE):  # unset or empty
         os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
-    if "tensorflow" in sys.modules:
-        return
     level = min_log_level()
-    if level <= 0:
+    quiet_python_info(level)
+    if "tensorflow" in sys.modules or level <= 0:
         return
     _import_tensorflow_filtered(level)
