@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vidcore import distribute
+from vidcore import distribute, progress
 from vidcore.files import write_json_atomic
 
 TRAIN_STATE_FILE = "train_state.json"
@@ -424,7 +424,6 @@ class Trainer:
         train_steps = self._make_train_function()
         writer = (tf.summary.create_file_writer(cfg.train_dir)
                   if self.chief else tf.summary.create_noop_writer())
-        from vidcore import progress  # pylint: disable=import-outside-toplevel
         progbar = progress.Progbar(
             cfg.max_steps, verbose=1 if (cfg.verbose and self.chief) else 0,
             stateful_metrics=["loss", "reg_loss", "examples/s"])
