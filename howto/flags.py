@@ -262,6 +262,7 @@ flags.DEFINE_integer(
     10,
     "Training steps per tf.function call (losses reach the host once per "
     "call; calls end on display, checkpoint and epoch boundaries).",
+    lower_bound=1,
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(

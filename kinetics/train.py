@@ -77,7 +77,8 @@ flags.DEFINE_integer("checkpoint_every_steps", 1000,
 flags.DEFINE_integer("steps_per_loop", 10,
                      "Training steps per tf.function call (losses reach the "
                      "host once per call; calls end on print, checkpoint and "
-                     "epoch boundaries).", flag_values=FLAGS)
+                     "epoch boundaries).", lower_bound=1,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept.",
                      flag_values=FLAGS)
 flags.DEFINE_integer(

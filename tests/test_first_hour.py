@@ -44,6 +44,16 @@ def test_bad_flag_value_is_exactly_one_error_line():
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("cli", ["yt8m.train", "howto.train",
+                                 "kinetics.train"])
+def test_steps_per_loop_below_1_is_one_error_line(cli):
+    proc = _run_cli(cli, "--steps_per_loop=0")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: flag --steps_per_loop=0: 0 is not a positive integer "
+        f"(see python -m {cli} --help)"]
+
+
 def test_missing_file_is_exactly_one_error_line(tmp_path):
     proc = _run_cli("yt8m.eval", f"--eval_data_pattern={tmp_path}/x*",
                     f"--train_dir={tmp_path / 'no_model'}")

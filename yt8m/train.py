@@ -37,7 +37,7 @@ flags.DEFINE_integer("log_every_steps", 100,
 flags.DEFINE_integer("steps_per_loop", 10,
                      "Training steps per tf.function call (losses reach the "
                      "host once per call; calls end on log, checkpoint and "
-                     "max_steps boundaries).")
+                     "max_steps boundaries).", lower_bound=1)
 flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in train_dir.")
 flags.DEFINE_integer("seed", None, "Random seed (weights, sampling).")
 flags.DEFINE_bool("keep_worker_checkpoints", False,
