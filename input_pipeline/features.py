@@ -152,3 +152,21 @@ VIDEO_WIDTH = "image/width"
 VIDEO_FORMAT = "image/format"
 VIDEO_SOURCE_FRAME_RATE = "clip/source/frame_rate"
 VIDEO_SOURCE_DURATION = "clip/source/duration"
+
+# --------------------------------------------------------------------------- #
+# MIL-NCE (end-to-end S3D-G from raw video): the raw-video records above,
+# one per video (HowTo100M, MSR-VTT, HMDB-51) or per captioned segment
+# (YouCook2), with the video's captions in the context. Frame k of a record
+# shows time VIDEO_START_TIMESTAMP / 1e6 + k / VIDEO_FRAME_RATE seconds on
+# the source video's timeline; caption times are on that same timeline.
+#   context (besides the raw-video keys):
+#     VIDEO_CAPTION_STRING    bytes   [n] utf-8 caption text (DMVR's key)
+#     VIDEO_CAPTION_START     float   [n] caption start, seconds
+#     VIDEO_CAPTION_END       float   [n] caption end, seconds
+#     VIDEO_SPLITS            int64   [3] HMDB-51 official splits 1-3:
+#                                     0 unused, 1 train, 2 test
+# --------------------------------------------------------------------------- #
+VIDEO_CAPTION_STRING = "caption/string"
+VIDEO_CAPTION_START = "caption/start"
+VIDEO_CAPTION_END = "caption/end"
+VIDEO_SPLITS = "clip/split"
