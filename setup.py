@@ -33,7 +33,9 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
-        "test": ["pytest>=8"],
+        # The HMDB-51 linear probe of MIL-NCE (howto.eval_hmdb): LinearSVC.
+        "probe": ["scikit-learn>=1.3"],
+        "test": ["pytest>=8", "scikit-learn>=1.3"],
         # Conversion at scale (tfrecord_tools.conversion --runner=beam).
         # Plain apache-beam: shards are written with tf.io, so Beam's
         # [tfrecord] extra (crcmod only) is not needed, and its [dataframe]
