@@ -1,0 +1,127 @@
+"""Where the MIL-NCE CLIs find their records: shards, or raw videos
+converted on first use.
+
+The published commands name folders of raw videos (``--video_path``,
+``--eval_video_root``). The CLIs accept those as they are: the first run
+converts them once with ``tfrecord_tools.milnce_writer`` (run as its own
+process, so its progress bar and rejects file are the converter's own, and
+so no family imports the conversion tools) into a records folder, and later
+runs reuse it (the converter resumes and skips finished shards). A glob of
+shards, or a folder that already holds them, is read directly.
+"""
+
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from vidcore.errors import UserInputError
+
+RECORD_PATTERN = "*.tfrecord*"
+CONVERTER = "tfrecord_tools.milnce_writer"
+
+
+def _glob(pattern):
+    return sorted(tf.io.gfile.glob(pattern))
+
+
+def shard_files(path):
+    """The TFRecord shards that ``path`` names, or [] when it names none.
+
+    Args:
+        path: a glob of shards, a shard, or a folder holding shards.
+    """
+    if any(c in path for c in "*?["):
+        return _glob(path)
+    if tf.io.gfile.isdir(path):
+        return _glob(os.path.join(path, RECORD_PATTERN))
+    if tf.io.gfile.exists(path) and ".tfrecord" in os.path.basename(path):
+        return [path]
+    return []
+
+
+def converted_records(dataset, video_root, output_dir, flag_name,
+                      converter_args=(), prefix=None):
+    """Shards of ``dataset`` converted from the raw videos of ``video_root``.
+
+    Runs the converter (``python -m tfrecord_tools.milnce_writer``) unless
+    ``output_dir`` holds a finished conversion of it, and returns the
+    shards. The converter resumes: an interrupted conversion continues.
+
+    Args:
+        dataset: converter ``--dataset`` (howto100m, msrvtt, youcook, hmdb).
+        video_root: the folder of raw videos.
+        output_dir: where the shards go.
+        flag_name: the CLI flag that named ``video_root`` (for messages).
+        converter_args: more converter flags (``--fps=5``, ``--csv=...``).
+        prefix: shard file prefix (default: the dataset name).
+
+    Returns:
+        Sorted list of shard paths.
+
+    Raises:
+        UserInputError: ``video_root`` is not a folder, or the conversion
+            failed or wrote nothing.
+    """
+    if not tf.io.gfile.isdir(video_root):
+        raise UserInputError(
+            f"--{flag_name}={video_root} is neither TFRecord shards nor a "
+            f"folder of videos")
+    prefix = prefix or dataset
+    command = [sys.executable, "-m", CONVERTER, f"--dataset={dataset}",
+               f"--video_path={video_root}", f"--output_dir={output_dir}",
+               f"--prefix={prefix}", *converter_args]
+    print(f"Converting the videos of --{flag_name}={video_root} once into "
+          f"{output_dir} (reused by later runs):", flush=True)
+    done = subprocess.run(command, check=False)
+    if done.returncode:
+        raise UserInputError(
+            f"converting --{flag_name}={video_root} failed (exit status "
+            f"{done.returncode}; the converter's message is above): "
+            f"{' '.join(command[1:])}")
+    files = _glob(os.path.join(output_dir, f"{prefix}-{RECORD_PATTERN}"))
+    if not files:
+        raise UserInputError(f"converting --{flag_name}={video_root} wrote "
+                             f"no shards into {output_dir}")
+    return files
+
+
+def records_or_convert(path, dataset, cache_dir, flag_name,
+                       converter_args=()):
+    """Shards named by ``path``, or those converted from its raw videos.
+
+    Args:
+        path: a glob / folder of shards, or a folder of raw videos.
+        dataset: converter ``--dataset`` for raw videos.
+        cache_dir: where raw videos are converted to.
+        flag_name: the CLI flag that gave ``path``.
+        converter_args: more converter flags.
+
+    Returns:
+        Sorted list of shard paths.
+    """
+    if not path:
+        raise UserInputError(f"--{flag_name} is required")
+    files = shard_files(path)
+    if files:
+        return files
+    if any(c in path for c in "*?["):
+        raise UserInputError(f"--{flag_name}={path} matches no file")
+    return converted_records(dataset, path, cache_dir, flag_name,
+                             converter_args)
+
+
+def default_cache(video_root, name):
+    """<video_root>/vidmodels_records/<name>, or ./vidmodels_records/<name>
+    when the video folder is not writable."""
+    base = os.path.join(video_root, "vidmodels_records")
+    try:
+        tf.io.gfile.makedirs(base)
+        probe = os.path.join(base, ".write_test")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError):
+        base = os.path.abspath("vidmodels_records")
+    return os.path.join(base, name)
