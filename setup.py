@@ -18,7 +18,7 @@ setup(
                  "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*",
                  "howto", "howto.*", "kinetics", "kinetics.*"]),
     include_package_data=True,
-    package_data={"yt8m": ["data/*.csv"], "howto": ["data/*"],
+    package_data={"yt8m": ["data/*.csv"], "howto": ["data/*", "data/milnce_demo/*"],
                   "kinetics": ["data/clips/*", "data/clips/*/*"]},
     # TensorFlow itself comes from an extra: the CPU wheel and the CUDA wheel
     # both provide the `tensorflow` module and must not be installed together.
@@ -73,6 +73,7 @@ setup(
             "kinetics-convert-torchvision=kinetics.convert_torchvision:run",
             "kinetics-demo=kinetics.demo:run",
             "video-write-tfrecords=tfrecord_tools.video_writer:run",
+            "milnce-write-tfrecords=tfrecord_tools.milnce_writer:run",
         ]
     },
 )
