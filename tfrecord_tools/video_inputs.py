@@ -242,6 +242,9 @@ def _segment_media_id(stem, start, end):
     return f"{stem}_{text(start or 0.0)}_{text(end)}"
 
 
+segment_media_id = _segment_media_id  # public: the MIL-NCE converter too
+
+
 def _read_rows(csv_path):
     """(header, csv reader) of a CSV file read through tf.io.gfile."""
     if not tf.io.gfile.exists(csv_path):
