@@ -159,3 +159,89 @@ def cross_replica_max_margin(text, video, n_pair, margin=0.1,
     nf = tf.cast(n, tf.float32)
     global_videos = tf.cast(n // n_pair, tf.float32)
     return per_video * (global_videos / (nf * nf))
+
+
+# --------------------------------------------------------------------------- #
+# MIL-NCE (Miech et al., CVPR 2020, "End-to-End Learning of Visual
+# Representations from Uncurated Instructional Videos", Eq. 1).
+# --------------------------------------------------------------------------- #
+def _milnce_per_example(video, text, video_all, text_all):
+    """MIL-NCE terms of some clips of a batch, given the whole batch.
+
+    Args:
+        video: [n, D] embeddings of the clips whose terms are wanted.
+        text: [n, K, D] their K candidate captions' embeddings.
+        video_all: [B, D] every clip of the batch (``video`` among them).
+        text_all: [B, K, D] every clip's candidates, same order.
+
+    Returns:
+        float32 [n]: ``logsumexp(x[i, :, :], x[:, i, :]) -
+        logsumexp_k x[i, i, k]`` with ``x[i, j, k] = video_i . text_jk``.
+    """
+    n = tf.shape(video)[0]
+    # x[i, j, k] for the n clips i and every caption set j: [n, B, K]
+    rows = tf.einsum("id,jkd->ijk", video, text_all)
+    # x[j, i, k]: every clip j against the captions of clip i: [n, B, K]
+    cols = tf.einsum("jd,ikd->ijk", video_all, text)
+    # [n, 2B, K] -> [n, 2BK]; x[i, i, :] is in both halves, as in the
+    # original (it concatenates x and its transpose).
+    both = tf.reshape(tf.concat([rows, cols], axis=1), [n, -1])
+    denominator = tf.reduce_logsumexp(both, axis=1)  # [n]
+    positives = tf.einsum("id,ikd->ik", video, text)  # x[i, i, :]: [n, K]
+    numerator = tf.reduce_logsumexp(positives, axis=1)  # [n]
+    return denominator - numerator
+
+
+def milnce_loss(video, text):
+    """MIL-NCE loss of one batch (the whole batch on one device).
+
+    With ``x[i, j, k] = video_i . text_jk`` (clip i, candidate caption k of
+    clip j; no temperature, no normalisation):
+
+        loss = mean_i [ logsumexp(x[i, :, :] ++ x[:, i, :])
+                        - logsumexp_k x[i, i, k] ]
+
+    The numerator sums over the K positive candidates (multiple-instance
+    learning); the denominator holds every caption scored against clip i
+    and clip i's captions scored against every clip, 2BK terms with the
+    positives counted twice, exactly as the original ``MILNCELoss``
+    (``loss.py`` of the MIL-NCE_HowTo100M code), which is Eq. 1 of the
+    paper with the negatives taken from both directions.
+
+    Args:
+        video: [B, D] clip embeddings.
+        text: [B, K, D] candidate caption embeddings, K per clip.
+
+    Returns:
+        float32 scalar.
+    """
+    video = tf.cast(video, tf.float32)
+    text = tf.cast(text, tf.float32)
+    return tf.reduce_mean(_milnce_per_example(video, text, video, text))
+
+
+def cross_replica_milnce(video, text):
+    """MIL-NCE over the GLOBAL batch, as per-clip values.
+
+    Call inside a replica context (``strategy.run``; also works with no
+    strategy). The video and text embeddings of all replicas are gathered,
+    so each clip's negatives come from the whole global batch (as the
+    original's ``all_gather`` in ``main_distributed.py``), and the gradient
+    flows back to every replica through the gather. The local clips' terms
+    are returned: summed over all replicas and divided by the global batch
+    (``tf.nn.compute_average_loss``) they give :func:`milnce_loss` of the
+    global batch on one device.
+
+    Args:
+        video: [B_local, D] clip embeddings of this replica.
+        text: [B_local, K, D] their candidate caption embeddings.
+
+    Returns:
+        float32 [B_local] per-clip loss values.
+    """
+    video = tf.cast(video, tf.float32)
+    text = tf.cast(text, tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    video_all = ctx.all_gather(video, axis=0)  # [B, D]
+    text_all = ctx.all_gather(text, axis=0)  # [B, K, D]
+    return _milnce_per_example(video, text, video_all, text_all)

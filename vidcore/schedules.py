@@ -3,6 +3,8 @@ serialisable with ``get_config``). In ``vidcore.training.Trainer`` a schedule
 is evaluated at the loop's step (batches consumed before the update), not at
 the optimizer's ``iterations``, which skipped loss-scale steps hold back."""
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -77,3 +79,59 @@ class WarmupMultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_factor": self.warmup_factor,
                 "warmup_method": self.warmup_method,
                 "milestones": list(self.milestones), "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="vidcore")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then cosine decay: MIL-NCE's schedule.
+
+    The original steps ``get_cosine_schedule_with_warmup`` (``utils.py`` of
+    the MIL-NCE_HowTo100M code, a PyTorch ``LambdaLR``) once per
+    iteration. At step t (0-based, the step whose update uses this rate),
+    with W warm-up steps and N total steps:
+
+        t <  W: lr * t / max(1, W)
+        t >= W: lr * max(0, 0.5 (1 + cos(2 pi c p))),
+                p = (t - W) / max(1, N - W)
+
+    so the rate is 0 at step 0, ``lr`` at W, and with c = 0.5 (half a
+    cycle) 0 at N. As in the original, steps past N continue the cosine
+    (the clamp at 0 only matters for c > 0.5); train for N steps.
+
+    Args:
+        base_learning_rate: the peak rate (``--lr``).
+        warmup_steps: W (``--warmup_steps``; 0: no warm-up).
+        total_steps: N, steps of the whole run (the original: batches per
+            epoch x ``--epochs``).
+        num_cycles: c, cosine cycles over the decay (0.5 in the original).
+    """
+
+    def __init__(self, base_learning_rate, warmup_steps, total_steps,
+                 num_cycles=0.5):
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if total_steps < 0:
+            raise ValueError(f"total_steps must be >= 0, got {total_steps}")
+        self.base_learning_rate = float(base_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.num_cycles = float(num_cycles)
+
+    def __call__(self, step):
+        # float64: step counts of long runs and the cosine keep full
+        # float32 precision in the result.
+        step = tf.cast(step, tf.float64)
+        warmup = float(self.warmup_steps)
+        warm = step / max(1.0, warmup)
+        progress = (step - warmup) / max(1.0, float(self.total_steps
+                                                    - self.warmup_steps))
+        cosine = tf.maximum(0.0, 0.5 * (1.0 + tf.cos(
+            math.pi * self.num_cycles * 2.0 * progress)))
+        factor = tf.where(step < warmup, warm, cosine)
+        return tf.cast(self.base_learning_rate * factor, tf.float32)
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate,
+                "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps,
+                "num_cycles": self.num_cycles}
