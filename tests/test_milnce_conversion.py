@@ -472,3 +472,25 @@ def test_help_exits_0_and_lists_the_dataset_flags():
                  "--short_side", "--output_dir", "--runner"):
         assert f"\n  {flag}" in proc.stdout, flag
     assert "input flags:" in proc.stdout and "frames flags:" in proc.stdout
+
+
+@pytest.mark.slow  # a fresh interpreter plus a spawn pool
+def test_two_workers_write_the_same_shards_as_one(howto_tree, tmp_path):
+    """`python -m` with two spawn workers (items and the convert function
+    pickled into them) writes the same files as one worker here."""
+    videos, captions, csv_path = howto_tree
+    args = [f"--train_csv={csv_path}", f"--video_path={videos}",
+            f"--caption_root={captions}", "--num_shards=2", "--fps=2",
+            "--short_side=32"]
+    assert run_main(*args, f"--output_dir={tmp_path / 'one'}",
+                    "--progress=false") == 0
+    one = shard_bytes(tmp_path / "one")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfrecord_tools.milnce_writer", *args,
+         f"--output_dir={tmp_path / 'two'}", "--num_workers=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(
+        "Wrote 2 records from 2 items to 2 shards")
+    assert len(one) == 4 and shard_bytes(tmp_path / "two") == one

@@ -416,6 +416,10 @@ flags.DEFINE_float(
     "youcook: seconds converted past each caption's end (enough for a "
     "16-frame window at 5 fps starting at a short caption's start).",
     lower_bound=0.0, flag_values=FLAGS)
+flags.DEFINE_integer(
+    "shuffle_seed", -1,
+    "Seed of the order in which items are spread over the shards; -1 keeps "
+    "the list order.", lower_bound=-1, flag_values=FLAGS)
 cli.flag_topic("frames", FLAGS)
 flags.DEFINE_float(
     "fps", None,
@@ -428,10 +432,6 @@ flags.DEFINE_integer(
     "keeps the size.", lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames.",
                      lower_bound=1, upper_bound=100, flag_values=FLAGS)
-flags.DEFINE_integer(
-    "shuffle_seed", -1,
-    "Seed of the order in which items are spread over the shards; -1 keeps "
-    "the list order.", lower_bound=-1, flag_values=FLAGS)
 conversion.define_flags(FLAGS, default_prefix=None)
 
 
