@@ -42,7 +42,7 @@ def shard_files(path):
 
 
 def converted_records(dataset, video_root, output_dir, flag_name,
-                      converter_args=(), prefix=None):
+                      converter_args=(), prefix=None, converter=CONVERTER):
     """Shards of ``dataset`` converted from the raw videos of ``video_root``.
 
     Runs the converter (``python -m tfrecord_tools.milnce_writer``) unless
@@ -56,6 +56,9 @@ def converted_records(dataset, video_root, output_dir, flag_name,
         flag_name: the CLI flag that named ``video_root`` (for messages).
         converter_args: more converter flags (``--fps=5``, ``--csv=...``).
         prefix: shard file prefix (default: the dataset name).
+        converter: the converter module; ``tfrecord_tools.video_writer``
+            (captionless videos, for feature extraction) takes no
+            ``--dataset``: pass ``dataset=None`` and a ``prefix``.
 
     Returns:
         Sorted list of shard paths.
@@ -69,9 +72,11 @@ def converted_records(dataset, video_root, output_dir, flag_name,
             f"--{flag_name}={video_root} is neither TFRecord shards nor a "
             f"folder of videos")
     prefix = prefix or dataset
-    command = [sys.executable, "-m", CONVERTER, f"--dataset={dataset}",
-               f"--video_path={video_root}", f"--output_dir={output_dir}",
-               f"--prefix={prefix}", *converter_args]
+    command = [sys.executable, "-m", converter,
+               *([f"--dataset={dataset}", f"--video_path={video_root}"]
+                 if dataset else []),
+               f"--output_dir={output_dir}", f"--prefix={prefix}",
+               *converter_args]
     print(f"Converting the videos of --{flag_name}={video_root} once into "
           f"{output_dir} (reused by later runs):", flush=True)
     done = subprocess.run(command, check=False)

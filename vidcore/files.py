@@ -24,6 +24,21 @@ def write_text_atomic(path, text):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def write_bytes_atomic(path, data):
+    """Writes ``data`` (bytes, e.g. a serialised ``.npz``) to ``path`` via a
+    hidden temporary file beside it, as :func:`write_text_atomic`.
+
+    Args:
+        path: destination file.
+        data: bytes content.
+    """
+    tmp = os.path.join(os.path.dirname(path),
+                       "." + os.path.basename(path) + ".partial")
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+        f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def write_json_atomic(path, obj, indent=2):
     """Writes ``obj`` as JSON (sorted keys, final newline) atomically.
 
