@@ -245,3 +245,75 @@ def cross_replica_milnce(video, text):
     video_all = ctx.all_gather(video, axis=0)  # [B, D]
     text_all = ctx.all_gather(text, axis=0)  # [B, K, D]
     return _milnce_per_example(video, text, video_all, text_all)
+
+
+# --------------------------------------------------------------------------- #
+# Masked margin softmax (AVLnet, Rouditchenko et al., Interspeech 2021,
+# Sec. 3.2; Ilharco et al. 2019).
+# --------------------------------------------------------------------------- #
+def masked_margin_softmax(similarity, margin=0.001):
+    """Masked margin softmax (MMS) loss of one batch similarity matrix.
+
+    With ``S' = S - margin * I`` (true pairs on the diagonal):
+
+        loss = mean_i [ logsumexp_j S'[i, j] - S'[i, i] ]
+             + mean_j [ logsumexp_i S'[i, j] - S'[j, j] ]
+
+    the cross-entropy of the rows and of the columns of S' with the
+    diagonal as the targets, each averaged over the batch and the two
+    directions summed, as the original ``MMS_loss`` (two ``nll_loss`` means
+    added). No temperature; S holds unnormalised dot products.
+
+    Args:
+        similarity: [N, N] scores, e.g. audio x video.
+        margin: subtracted from the true pairs' scores.
+
+    Returns:
+        float32 scalar.
+    """
+    s = tf.cast(similarity, tf.float32)
+    n = tf.shape(s)[0]
+    s = s - margin * tf.eye(n)
+    labels = tf.range(n)
+    rows = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, s)  # [N]
+    cols = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.transpose(s))  # [N]
+    return tf.reduce_mean(rows) + tf.reduce_mean(cols)
+
+
+def cross_replica_mms(a, b, margin=0.001):
+    """Masked margin softmax over the GLOBAL batch, as per-example values.
+
+    Call inside a replica context (``strategy.run``; also works with no
+    strategy). Both embeddings of all replicas are gathered (the gradient
+    flows back to every replica through the gather), so every example is
+    scored against the whole global batch, as the original scores the
+    outputs that nn.DataParallel gathers. Example i (global row g) gets the
+    cross-entropy of row g of ``S' = a_all b_all^T - margin I`` plus that of
+    column g: summed over all replicas and divided by the global batch
+    (``tf.nn.compute_average_loss``) this is
+    :func:`masked_margin_softmax` of the global batch on one device.
+
+    Args:
+        a: [n_local, D] row embeddings (e.g. audio) of this replica.
+        b: [n_local, D] column embeddings (e.g. video), same example order.
+        margin: subtracted from the true pairs' scores.
+
+    Returns:
+        float32 [n_local] per-example loss values.
+    """
+    a = tf.cast(a, tf.float32)
+    b = tf.cast(b, tf.float32)
+    ctx = tf.distribute.get_replica_context()
+    a_all = ctx.all_gather(a, axis=0)  # [n, D]
+    b_all = ctx.all_gather(b, axis=0)  # [n, D]
+    n_local = tf.shape(a)[0]
+    n = tf.shape(a_all)[0]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n_local
+    targets = offset + tf.range(n_local)  # global index of each example
+    mask = margin * tf.one_hot(targets, n)  # rows of margin * I: [n_local, n]
+    s_rows = tf.matmul(a, b_all, transpose_b=True) - mask  # S'[g, :]
+    s_cols = tf.matmul(b, a_all, transpose_b=True) - mask  # S'[:, g]^T
+    rows = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, s_rows)
+    cols = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, s_cols)
+    return rows + cols
