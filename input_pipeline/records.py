@@ -106,6 +106,42 @@ def checked_records(path, size):
     return stream.filter(lambda keep, r, n: keep).map(lambda k, r, n: (r, n))
 
 
+def size_table(files):
+    """Lookup table shard path -> size in bytes (for :func:`checked_records`
+    inside tf.data functions)."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(files)), tf.constant(file_sizes(files), tf.int64)),
+        default_value=-1)
+
+
+def ordered_records(files):
+    """(serialized, name) of every record, shard after shard in the given
+    order, each shard integrity-checked (:func:`checked_records`)."""
+    table = size_table(files)
+    return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
+        lambda path: checked_records(path, table.lookup(path)))
+
+
+def record_seed(seed, name, file_pass):
+    """Stateless seed of one record in one pass over its shard: the run's
+    seed and a hash of (record name, pass number), so what is drawn for a
+    record does not depend on the order in which parallel reads deliver
+    records.
+
+    Returns:
+        int64 [2].
+    """
+    key = tf.strings.join([name, "#", tf.strings.as_string(file_pass)])
+    digest = tf.strings.to_hash_bucket_fast(key, 2 ** 62)
+    return tf.stack([tf.constant(seed, tf.int64), digest])
+
+
+def describe_record(name, media_id):
+    """"<shard>:record <i> (id <media_id>)" for error messages."""
+    return tf.strings.join([name, " (id ", media_id, ")"])
+
+
 def _assert_shard_complete(path, not_at_end, consumed, size):
     """Assert op: at the end of a shard its records account for its size."""
     ok = tf.logical_or(not_at_end, tf.equal(consumed, size))
@@ -300,6 +336,37 @@ def training_file_dataset(files, input_context=None, seed=0, num_epochs=None):
                       input_context.input_pipeline_id)
     return ds.shuffle(len(files), seed=seed,
                       reshuffle_each_iteration=True).repeat(num_epochs)
+
+
+def training_records(files, input_context=None, seed=0, deterministic=False,
+                     max_cycle=8):
+    """Records of a training pass stream: shards shuffled per pass and split
+    between input pipelines (:func:`training_file_dataset`, repeated
+    forever), read interleaved, each integrity-checked.
+
+    Args:
+        files: shard paths.
+        input_context: tf.distribute.InputContext or None.
+        seed: shard shuffle seed.
+        deterministic: fixed interleave order.
+        max_cycle: at most this many shards read at a time.
+
+    Returns:
+        Dataset of (serialized, name, file_pass int64): ``file_pass`` counts
+        the shards handed to this pipeline so far (with ``name`` it keys
+        :func:`record_seed`).
+    """
+    files = list(files)
+    table = size_table(files)
+    paths = training_file_dataset(files, input_context, seed)
+
+    def per_file(file_pass, path):
+        return checked_records(path, table.lookup(path)).map(
+            lambda serialized, name: (serialized, name, file_pass))
+
+    return paths.enumerate().interleave(
+        per_file, cycle_length=min(len(files), max_cycle),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
 
 
 def manifest_record_count(files):

@@ -99,18 +99,21 @@ class VideoClipConfig:
 # --------------------------------------------------------------------------- #
 # Parsing.
 # --------------------------------------------------------------------------- #
-def parse_video(serialized, name=None):
+def parse_video(serialized, name=None, extra_context=None):
     """Parses one raw-video record without decoding any frame.
 
     Args:
         serialized: scalar tf.string, a SequenceExample.
         name: optional scalar string naming the record in parse errors
             (e.g. "shard:record 3", as ``records.checked_records`` gives).
+        extra_context: optional dict key -> ``tf.io`` feature spec of
+            further context features to parse (e.g. MIL-NCE captions).
 
     Returns:
         dict: "jpegs" string [T], "label" int32 (-1 when the record has
         none), "media_id" string, "frame_rate" float32 (the stored rate, 0
-        when absent), "num_frames" int32.
+        when absent), "num_frames" int32, and "context": the parsed
+        ``extra_context`` features by key (when given).
     """
     context = {
         keys.VIDEO_MEDIA_ID: tf.io.FixedLenFeature([], tf.string,
@@ -122,22 +125,24 @@ def parse_video(serialized, name=None):
     }
     sequence = {keys.VIDEO_IMAGE_ENCODED: tf.io.FixedLenSequenceFeature(
         [], tf.string, allow_missing=True)}
+    context.update(extra_context or {})
     ctx, seq = tf.io.parse_single_sequence_example(
         serialized, context_features=context, sequence_features=sequence,
         example_name=name)
     jpegs = seq[keys.VIDEO_IMAGE_ENCODED]
-    return {
+    parsed = {
         "jpegs": jpegs,
         "label": tf.cast(ctx[keys.VIDEO_LABEL_INDEX], tf.int32),
         "media_id": ctx[keys.VIDEO_MEDIA_ID],
         "frame_rate": ctx[keys.VIDEO_FRAME_RATE],
         "num_frames": tf.size(jpegs, out_type=tf.int32),
     }
+    if extra_context:
+        parsed["context"] = {key: ctx[key] for key in extra_context}
+    return parsed
 
 
-def _describe(name, media_id):
-    """"<shard>:record <i> (id <media_id>)" for error messages."""
-    return tf.strings.join([name, " (id ", media_id, ")"])
+_describe = records.describe_record
 
 
 def _clip_pixels(video, indices, cfg, where, make_clips):
@@ -156,11 +161,8 @@ def _clip_pixels(video, indices, cfg, where, make_clips):
         placeholder [C, 1, 1, 1, 3], and "is_stored" bool [C] saying which;
         :func:`normalize_clip_pixels` turns them into clips.
     """
-    flat = tf.reshape(indices, [-1])  # [C*T]
-    unique, local = tf.unique(flat)
-    local = tf.reshape(local, tf.shape(indices))  # [C, T]
-    frames = video_ops.decode_frames(tf.gather(video["jpegs"], unique),
-                                     where)  # [U, H, W, 3] uint8
+    frames, local = video_ops.decode_selected(
+        video["jpegs"], indices, where)  # [U, H, W, 3] uint8, [C, T]
     shape = tf.shape(frames)
     height, width = cfg.resize
     stored_size = tf.logical_and(tf.equal(shape[1], height),
@@ -319,29 +321,8 @@ def evaluation_clips(video, name, cfg):
 # --------------------------------------------------------------------------- #
 # Record streams.
 # --------------------------------------------------------------------------- #
-def _size_table(files):
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(files)),
-            tf.constant(records.file_sizes(files), tf.int64)),
-        default_value=-1)
-
-
-def _ordered_records(files):
-    """(serialized, name) of every record, shard after shard in the given
-    order, each shard integrity-checked."""
-    table = _size_table(files)
-    return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(
-        lambda path: records.checked_records(path, table.lookup(path)))
-
-
-def _video_seed(seed, name, file_pass):
-    """Stateless seed of one video in one pass over its shard: the run's
-    seed and a hash of (record name, pass number), so the clips drawn do
-    not depend on the order in which parallel reads deliver records."""
-    key = tf.strings.join([name, "#", tf.strings.as_string(file_pass)])
-    digest = tf.strings.to_hash_bucket_fast(key, 2 ** 62)
-    return tf.stack([tf.constant(seed, tf.int64), digest])
+_ordered_records = records.ordered_records
+_video_seed = records.record_seed
 
 
 def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
@@ -377,19 +358,9 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
         tf.data.Dataset of (float32 [batch_size, clip_len, crop, crop, 3],
         int32 [batch_size]).
     """
-    files = list(files)
     if clip_shuffle_buffer is None:
         clip_shuffle_buffer = max(2 * batch_size, 4 * cfg.clips_per_video)
-    table = _size_table(files)
-    paths = records.training_file_dataset(files, input_context, seed)
-
-    def per_file(file_pass, path):
-        return records.checked_records(path, table.lookup(path)).map(
-            lambda serialized, name: (serialized, name, file_pass))
-
-    ds = paths.enumerate().interleave(
-        per_file, cycle_length=min(len(files), 8),
-        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = records.training_records(files, input_context, seed, deterministic)
     ds = ds.shuffle(shuffle_buffer, seed=seed)
 
     def make(serialized, name, file_pass):

@@ -104,6 +104,28 @@ def decode_frames(jpegs, video_id=None):
     return frames  # [T, H, W, 3]
 
 
+def decode_selected(jpegs, indices, video_id=None):
+    """Decodes only the frames that ``indices`` select, each distinct frame
+    once (clips of a video may share frames).
+
+    Args:
+        jpegs: string [N], one JPEG per stored frame.
+        indices: int [...] positions in ``jpegs`` (all valid).
+        video_id: optional scalar string named in error messages.
+
+    Returns:
+        (frames uint8 [U, H, W, 3], the distinct selected frames decoded by
+        :func:`decode_frames`; local int32 with the shape of ``indices``,
+        each index's row in ``frames``).
+    """
+    indices = tf.convert_to_tensor(indices, tf.int32)
+    flat = tf.reshape(indices, [-1])  # [prod(indices.shape)]
+    unique, local = tf.unique(flat)
+    local = tf.reshape(local, tf.shape(indices))  # indices.shape
+    frames = decode_frames(tf.gather(jpegs, unique), video_id)  # [U, H, W, 3]
+    return frames, local
+
+
 # --------------------------------------------------------------------------- #
 # Temporal sampling.
 # --------------------------------------------------------------------------- #
@@ -165,6 +187,36 @@ def resample_indices(num_frames, source_fps, target_fps=None,
         return tf.cond(is_integer, strided, floored)
 
     return tf.cond(target > 0, resampled, lambda: identity)
+
+
+def frames_at_times(times, start_time, frame_rate, num_frames):
+    """Stored frames that show given times (nearest frame).
+
+    Stored frame k shows ``start_time + k / frame_rate``; time t maps to
+    ``k = floor((t - start_time) * frame_rate + 0.5)`` (float64; halves
+    round up, as ffmpeg's fps filter rounds), which also resamples when the
+    times' rate differs from the stored one.
+    Times before the first frame show frame 0; times past the last frame
+    are marked invalid (callers zero those frames).
+
+    Args:
+        times: float [...] seconds on the stored frames' timeline.
+        start_time: float scalar, time of stored frame 0.
+        frame_rate: float scalar > 0, stored frames per second.
+        num_frames: int scalar > 0, stored frames.
+
+    Returns:
+        (indices int32 [...] in [0, num_frames - 1] (invalid positions hold
+        the last frame, so that decoding them costs nothing extra), valid
+        bool [...]).
+    """
+    offsets = (tf.cast(times, tf.float64) - tf.cast(start_time, tf.float64)
+               ) * tf.cast(frame_rate, tf.float64)
+    k = tf.cast(tf.floor(offsets + 0.5), tf.int64)
+    count = tf.cast(num_frames, tf.int64)
+    valid = k < count
+    indices = tf.clip_by_value(k, 0, tf.maximum(count - 1, 0))
+    return tf.cast(indices, tf.int32), valid
 
 
 def _check_has_frames(num_frames, video_id):
@@ -414,12 +466,27 @@ def center_crop(frames, size):
     frames = tf.convert_to_tensor(frames)
     shape = tf.shape(frames)
     with tf.control_dependencies([_check_crop(frames, height, width)]):
-        # tf.round rounds half to even, as Python's round().
-        top = tf.cast(tf.round(tf.cast(shape[-3] - height, tf.float64) / 2),
-                      tf.int32)
-    left = tf.cast(tf.round(tf.cast(shape[-2] - width, tf.float64) / 2),
-                   tf.int32)
+        top, left = center_crop_window(shape[-3], shape[-2], size)
     return frames[..., top:top + height, left:left + width, :]
+
+
+def center_crop_window(frame_height, frame_width, size):
+    """Top-left corner of the centre crop (see :func:`center_crop`).
+
+    Args:
+        frame_height, frame_width: int32 scalars, the frames' size.
+        size: int or int32 scalar tensor (a square), or (h, w).
+
+    Returns:
+        (top, left) int32 scalars: round((H - h) / 2), round((W - w) / 2).
+    """
+    height, width = size if isinstance(size, (tuple, list)) else (size, size)
+    # tf.round rounds half to even, as Python's round().
+    top = tf.cast(tf.round(tf.cast(frame_height - height, tf.float64) / 2),
+                  tf.int32)
+    left = tf.cast(tf.round(tf.cast(frame_width - width, tf.float64) / 2),
+                   tf.int32)
+    return top, left
 
 
 def random_flip_decision(seed, probability=0.5):
