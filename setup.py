@@ -65,6 +65,7 @@ setup(
             "howto-train=howto.train:run",
             "howto-eval=howto.eval:run",
             "howto-convert-torch=howto.convert_torch:run",
+            "milnce-convert=howto.convert_milnce:run",
             "howto-demo=howto.demo:run",
             "howto-write-tfrecords=tfrecord_tools.howto_writer:run",
             "howto-write-eval-sets=tfrecord_tools.howto_eval_sets:run",
@@ -74,6 +75,10 @@ setup(
             "kinetics-demo=kinetics.demo:run",
             "video-write-tfrecords=tfrecord_tools.video_writer:run",
             "milnce-write-tfrecords=tfrecord_tools.milnce_writer:run",
+            "milnce-eval-msrvtt=howto.eval_msrvtt:run",
+            "milnce-eval-youcook=howto.eval_youcook:run",
+            "milnce-eval-hmdb=howto.eval_hmdb:run",
+            "milnce-extract-features=howto.extract_features:run",
         ]
     },
 )

@@ -23,7 +23,10 @@ CONVERTER = "tfrecord_tools.milnce_writer"
 
 
 def _glob(pattern):
-    return sorted(tf.io.gfile.glob(pattern))
+    # tf.io.gfile.glob also matches hidden files: the converter's
+    # ".<shard>.done.json" completion records and ".partial" shards.
+    return sorted(p for p in tf.io.gfile.glob(pattern)
+                  if not os.path.basename(p).startswith("."))
 
 
 def shard_files(path):
