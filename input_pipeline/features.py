@@ -170,3 +170,29 @@ VIDEO_CAPTION_STRING = "caption/string"
 VIDEO_CAPTION_START = "caption/start"
 VIDEO_CAPTION_END = "caption/end"
 VIDEO_SPLITS = "clip/split"
+
+# --------------------------------------------------------------------------- #
+# AVLnet audio: the log-mel spectrogram of `vidcore.audio.
+# log_mel_spectrogram` (40 bands, 100 frames per second: vidcore.audio.
+# NUM_MEL_BINS, FRAMES_PER_SECOND), added to the context of the HowTo100M
+# video records above (one per video, whole-video spectrogram) and of the
+# evaluation / fine-tuning clip Examples (the clip's spectrogram, possibly
+# zero-padded to a fixed length as the released pickles are).
+#     AVL_SPECTROGRAM          bytes   [1] the [40, T] spectrogram as
+#                                      little-endian float16, TIME-MAJOR
+#                                      (frame after frame, 80 bytes each),
+#                                      so a window of frames is one byte
+#                                      range: vidcore.audio.
+#                                      encode_spectrogram / decode_spectrogram
+#     AVL_SPECTROGRAM_FRAMES   int64   [1] valid frames (T, or fewer when the
+#                                      stored array is zero-padded)
+#     AVL_SPECTROGRAM_BINS     int64   [1] bands per frame (40)
+#     AVL_SPECTROGRAM_RATE     float   [1] frames per second (100)
+#     AVL_AUDIO_SOURCE_RATE    int64   [1] the source audio's sample rate
+#                                      (16000 unless it was resampled)
+# --------------------------------------------------------------------------- #
+AVL_SPECTROGRAM = "audio/spectrogram"
+AVL_SPECTROGRAM_FRAMES = "audio/spectrogram/num_frames"
+AVL_SPECTROGRAM_BINS = "audio/spectrogram/num_bins"
+AVL_SPECTROGRAM_RATE = "audio/spectrogram/rate"
+AVL_AUDIO_SOURCE_RATE = "audio/source/sample_rate"
