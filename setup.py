@@ -35,7 +35,9 @@ setup(
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
         # The HMDB-51 linear probe of MIL-NCE (howto.eval_hmdb): LinearSVC.
         "probe": ["scikit-learn>=1.3"],
-        "test": ["pytest>=8", "scikit-learn>=1.3"],
+        # librosa: the reference of the AVLnet log-mel parity tests only
+        # (vidcore.audio computes the spectrograms with TensorFlow ops).
+        "test": ["pytest>=8", "scikit-learn>=1.3", "librosa>=0.10"],
         # Conversion at scale (tfrecord_tools.conversion --runner=beam).
         # Plain apache-beam: shards are written with tf.io, so Beam's
         # [tfrecord] extra (crcmod only) is not needed, and its [dataframe]
@@ -74,6 +76,7 @@ setup(
             "kinetics-convert-torchvision=kinetics.convert_torchvision:run",
             "kinetics-demo=kinetics.demo:run",
             "video-write-tfrecords=tfrecord_tools.video_writer:run",
+            "avl-audio-spectrograms=tfrecord_tools.audio_spectrograms:run",
             "milnce-write-tfrecords=tfrecord_tools.milnce_writer:run",
             "milnce-eval-msrvtt=howto.eval_msrvtt:run",
             "milnce-eval-youcook=howto.eval_youcook:run",
