@@ -20,7 +20,7 @@ from absl import flags
 from vidcore import cli, flag_help
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LISTED = re.compile(r"^  --(?:\[no\])?([A-Za-z0-9_]+)", re.MULTILINE)
+LISTED = re.compile(r"^  --(?:\[no\])?([A-Za-z0-9_-]+)", re.MULTILINE)
 TOPIC_HEADING = re.compile(r"^\w[\w ]* flags:$", re.MULTILINE)
 INTERNAL_MODULES = ("absl.", "tensorflow.")
 
@@ -42,7 +42,7 @@ with contextlib.redirect_stdout(out):
         code = e.code
 print(json.dumps({"code": code, "help": out.getvalue(), "flags": {
     name: flags.FLAGS.find_module_defining_flag(name)
-    for name in flags.FLAGS}}))
+    for name in flags.FLAGS if flags.FLAGS[name].name == name}}))
 """
 
 

@@ -115,6 +115,8 @@ def _describe_flag(flag, width):
     name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
     default = flag.default_as_str
     head = f"  {name}"
+    if flag.short_name:
+        head += f" (-{flag.short_name})"
     if default not in (None, "''"):
         head += f" (default: {default.strip(chr(39))})"
     body = textwrap.fill(" ".join(flag.help.split()), width,
@@ -152,6 +154,8 @@ def help_text(doc, flag_values=None, width=80):
     for name in accepted_flags(flag_values):
         flag = (flag_values[name] if flag_values is not None
                 and name in flag_values else flags.FLAGS[name])
+        if flag.name != name:  # a short name (-e): shown with its flag
+            continue
         groups.setdefault(flag_topic_of(name, flag_values), []).append(flag)
     seen = [t for marks in _TOPIC_MARKS.values() for _, t, _ in marks]
     order = list(TOPIC_ORDER) + [t for t in dict.fromkeys(seen)
