@@ -24,6 +24,7 @@ shapes), copies every tensor (see `howto.milnce_weights`), and writes into
 Needs PyTorch (CPU is enough): ``pip install 'vidmodels[torch]'``.
 """
 
+import tensorflow as tf
 from absl import flags, logging
 
 from howto import milnce_weights
@@ -54,6 +55,11 @@ def convert(pth_path, dict_path, output_dir, keras_file=None):
     """
     if keras_file and not keras_file.endswith(".keras"):
         raise UserInputError(f"--keras_file={keras_file} must end in .keras")
+    if tf.io.gfile.isdir(output_dir) and tf.train.latest_checkpoint(
+            output_dir):  # refused before the slow part
+        raise UserInputError(
+            f"--output_dir={output_dir} already holds a checkpoint; choose "
+            "an empty or new directory")
     words = milnce_weights.read_dictionary(dict_path)
     state_dict = milnce_weights.read_state_dict(pth_path)
     cfg = milnce_weights.config_from_state_dict(state_dict)

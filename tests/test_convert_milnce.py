@@ -282,9 +282,11 @@ def test_converted_model_matches_pytorch(tmp_path, capsys, space_to_depth,
     dictionary = tmp_path / "s3d_dict.npy"
     np.save(dictionary, np.array(WORDS))
     out = tmp_path / "converted"
+    # The release case also writes a .keras file.
     keras_file = tmp_path / "k" / "milnce.keras"
+    extra = [f"--keras_file={keras_file}"] if space_to_depth else []
     _run_cli(f"--pth={pth}", f"--dict={dictionary}", f"--output_dir={out}",
-             f"--keras_file={keras_file}")
+             *extra)
     assert f"space_to_depth {space_to_depth}" in capsys.readouterr().out
     assert sorted(p for p in os.listdir(out) if not p.startswith("ckpt-1."))\
         == ["checkpoint", "model_config.json", "vocab.txt"]
@@ -294,15 +296,18 @@ def test_converted_model_matches_pytorch(tmp_path, capsys, space_to_depth,
     assert milnce_weights.pretrained_config(str(pth)) == cfg
     encoder = milnce_weights.load_vocabulary(str(out))
     clip = np.random.default_rng(4).uniform(size=clip_shape).astype("f4")
-    # From the written checkpoint, the .keras file, and the .pth directly.
+    # From the written checkpoint, and the .keras file (release) or the
+    # .pth.tar directly (training checkpoint).
     restored = build_milnce_model(cfg)
     milnce_weights.load_pretrained(restored, str(out))
     _check_parity(net, restored, encoder, clip)
-    _check_parity(net, keras.saving.load_model(str(keras_file)), encoder,
-                  clip)
-    direct = build_milnce_model(cfg)
-    assert milnce_weights.load_pretrained(direct, str(pth)) == str(pth)
-    _check_parity(net, direct, encoder, clip)
+    if space_to_depth:
+        _check_parity(net, keras.saving.load_model(str(keras_file)), encoder,
+                      clip)
+    else:
+        direct = build_milnce_model(cfg)
+        assert milnce_weights.load_pretrained(direct, str(pth)) == str(pth)
+        _check_parity(net, direct, encoder, clip)
     # A second conversion into the same directory is refused.
     with pytest.raises(SystemExit):
         _run_cli(f"--pth={pth}", f"--dict={dictionary}",
@@ -414,3 +419,18 @@ def test_load_pretrained_rejects_unknown_paths(tmp_path):
         milnce_weights.load_pretrained(model, str(tmp_path))
     with pytest.raises(UserInputError, match="does not exist"):
         milnce_weights.load_pretrained(model, str(tmp_path / "x.pth"))
+
+
+def test_cli_user_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _run_cli("--pth=x.pth", f"--output_dir={tmp_path}")
+    assert "--dict is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run_cli("--pth=x.pth", "--dict=d.npy", f"--output_dir={tmp_path}",
+                 "--keras_file=model.h5")
+    assert "must end in .keras" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _run_cli(f"--pth={tmp_path / 'x.pth'}", f"--dict={tmp_path}/d.npy",
+                 f"--output_dir={tmp_path / 'out'}")
+    assert "does not exist" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
