@@ -37,7 +37,7 @@ from vidcore.backbones.s3d import load_torchvision_weights
 from vidcore.errors import UserInputError
 
 CONFIG_FILE = "model_config.json"
-VOCAB_FILE = "vocab.txt"
+VOCAB_FILE = text_lib.VOCAB_FILE  # the same one-word-a-line file
 CHECKPOINT_NAME = "ckpt"
 TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".tar")
 
@@ -98,7 +98,8 @@ def read_dictionary(path, allow_pickle=False):
 
 def save_vocabulary(words, directory):
     """Writes ``words`` to ``<directory>/vocab.txt``, one a line (UTF-8),
-    word ``i`` (0-based line) having id ``i + 1``.
+    word ``i`` (0-based line) having id ``i + 1`` (the format of
+    `vidcore.text.WordVectors.save`; here repeated words are kept).
 
     Returns:
         The file's path.
@@ -129,7 +130,11 @@ def read_vocabulary(path):
             f"vocabulary {path} does not exist (howto.convert_milnce "
             f"writes {VOCAB_FILE} beside the converted weights)")
     with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read().decode("utf-8")
+        try:
+            data = f.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserInputError(f"{path}: not UTF-8 at byte {e.start}") \
+                from None
     if data and not data.endswith("\n"):
         data += "\n"
     return data.split("\n")[:-1]
@@ -149,6 +154,69 @@ def text_encoder(words):
     vectors = np.zeros((len(unique), 0), np.float32)  # ids only
     return text_lib.TextEncoder(text_lib.WordVectors(unique, vectors),
                                 embeddings=False)
+
+
+def load_word_table(word2vec_path, token_to_word_path=None):
+    """The training's word table and its words.
+
+    Args:
+        word2vec_path: the original's ``word2vec.pth`` (a PyTorch tensor
+            [rows, dim] whose row ``i + 1`` is word ``i`` of the dictionary,
+            row 0 padding; ``.pth`` / ``.pt``), or word vectors that carry
+            their own words (word2vec binary, GloVe / word2vec text, or a
+            `vidcore.text.WordVectors.save` directory; row 0 is then zeros).
+        token_to_word_path: the dictionary of a ``.pth`` table
+            (``dict.npy``); ignored otherwise.
+
+    Returns:
+        (list of words, float32 table [rows, dim]) with rows >= words + 1.
+
+    Raises:
+        UserInputError: a file is missing or malformed, or the table has
+            fewer rows than the dictionary needs.
+    """
+    if not tf.io.gfile.exists(word2vec_path):
+        raise UserInputError(f"word table {word2vec_path} does not exist")
+    if not is_torch_checkpoint(word2vec_path):
+        vectors = text_lib.WordVectors.load(word2vec_path)
+        return list(vectors.words), vectors.embedding_matrix()
+    if not token_to_word_path:
+        raise UserInputError(
+            f"{word2vec_path} is a PyTorch word table without its words: "
+            f"give its dictionary (dict.npy) too")
+    table = _read_torch_tensor(word2vec_path)
+    if table.ndim != 2:
+        raise UserInputError(f"{word2vec_path}: expected a 2-D word table "
+                             f"[rows, dim], got shape {table.shape}")
+    words = read_dictionary(token_to_word_path)
+    if len(words) + 1 > table.shape[0]:
+        raise UserInputError(
+            f"{token_to_word_path} has {len(words)} words but "
+            f"{word2vec_path} only {table.shape[0]} rows (row 0 = padding)")
+    return words, table
+
+
+def _read_torch_tensor(path):
+    """A ``torch.save``d tensor as float32 numpy (weights only)."""
+    torch = torch_io.import_torch()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            value = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for a bad file.
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise UserInputError(f"{path}: not a readable PyTorch file "
+                             f"({type(e).__name__}: {first_line})") from e
+    if not isinstance(value, torch.Tensor):
+        raise UserInputError(f"{path}: holds a {type(value).__name__}, "
+                             f"expected a tensor (the word table)")
+    return value.detach().cpu().float().numpy()
+
+
+def save_run_record(directory, cfg, words):
+    """Writes ``model_config.json`` and ``vocab.txt`` beside a model's
+    checkpoints, so evaluation builds the same model and TextEncoder."""
+    save_config(cfg, directory)
+    save_vocabulary(words, directory)
 
 
 def load_vocabulary(path):

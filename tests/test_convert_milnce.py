@@ -434,3 +434,38 @@ def test_cli_user_errors(tmp_path, capsys):
                  f"--output_dir={tmp_path / 'out'}")
     assert "does not exist" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_word_table_and_run_record(tmp_path):
+    from vidcore.text import WordVectors
+    rng = np.random.default_rng(5)
+    table = rng.normal(size=(len(WORDS) + 2, 6)).astype("f4")
+    torch.save(torch.from_numpy(table), tmp_path / "word2vec.pth")
+    np.save(tmp_path / "dict.npy", np.array(WORDS))
+    words, got = milnce_weights.load_word_table(
+        str(tmp_path / "word2vec.pth"), str(tmp_path / "dict.npy"))
+    assert words == WORDS
+    np.testing.assert_array_equal(got, table)
+    with pytest.raises(UserInputError, match="dictionary"):
+        milnce_weights.load_word_table(str(tmp_path / "word2vec.pth"))
+    torch.save(torch.zeros(4, 6), tmp_path / "short.pth")
+    with pytest.raises(UserInputError, match="only 4 rows"):
+        milnce_weights.load_word_table(str(tmp_path / "short.pth"),
+                                       str(tmp_path / "dict.npy"))
+    torch.save({"w": torch.zeros(2)}, tmp_path / "dict_of.pth")
+    with pytest.raises(UserInputError, match="expected a tensor"):
+        milnce_weights.load_word_table(str(tmp_path / "dict_of.pth"),
+                                       str(tmp_path / "dict.npy"))
+    # Word vectors that carry their words: row 0 is the zero padding row.
+    WordVectors(WORDS[:3], table[:3]).save(str(tmp_path / "vectors"))
+    words, got = milnce_weights.load_word_table(str(tmp_path / "vectors"))
+    assert words == WORDS[:3]
+    np.testing.assert_array_equal(got, np.concatenate(
+        [np.zeros((1, 6), "f4"), table[:3]]))
+    # The run record gives the config and the words back.
+    cfg = MilNCEConfig(vocab_size=len(WORDS) + 2, word_dim=6)
+    milnce_weights.save_run_record(str(tmp_path / "run"), cfg, WORDS)
+    assert milnce_weights.pretrained_config(str(tmp_path / "run")) == cfg
+    assert milnce_weights.pretrained_config(
+        str(tmp_path / "run" / "ckpt-7")) == cfg
+    assert milnce_weights.read_vocabulary(str(tmp_path / "run")) == WORDS
