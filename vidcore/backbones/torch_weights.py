@@ -16,6 +16,11 @@ def conv_kernel(array):
     return np.transpose(array, (2, 3, 4, 1, 0))
 
 
+def conv2d_kernel(array):
+    """torch Conv2d weight [out, in, h, w] -> keras [h, w, in, out]."""
+    return np.transpose(array, (2, 3, 1, 0))
+
+
 def dense_kernel(array):
     """torch Linear weight [out, in] -> keras [in, out]."""
     return np.transpose(array, (1, 0))
@@ -27,9 +32,9 @@ def identity(array):
 
 def weight_plan(layer, prefix):
     """[(torch key, torch-layout shape, to-keras function)] in the order of
-    ``layer.get_weights()``, for a Conv3D, BatchNormalization or a layer
-    with a Dense-style ``kernel`` [in, out] (and ``bias``) whose torch
-    module path is ``prefix``.
+    ``layer.get_weights()``, for a Conv3D, Conv2D, BatchNormalization or
+    a layer with a Dense-style ``kernel`` [in, out] (and ``bias``) whose
+    torch module path is ``prefix``.
 
     Raises:
         ValueError: a layer with weights of another kind.
@@ -39,6 +44,15 @@ def weight_plan(layer, prefix):
         plan = [(f"{prefix}.weight",
                  (kernel_shape[4], kernel_shape[3]) + kernel_shape[:3],
                  conv_kernel)]
+        if layer.use_bias:
+            plan.append((f"{prefix}.bias", tuple(layer.bias.shape),
+                         identity))
+        return plan
+    if isinstance(layer, keras.layers.Conv2D):
+        kernel_shape = tuple(layer.kernel.shape)  # [h, w, in, out]
+        plan = [(f"{prefix}.weight",
+                 (kernel_shape[3], kernel_shape[2]) + kernel_shape[:2],
+                 conv2d_kernel)]
         if layer.use_bias:
             plan.append((f"{prefix}.bias", tuple(layer.bias.shape),
                          identity))

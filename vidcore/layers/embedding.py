@@ -44,16 +44,20 @@ class GatedEmbeddingUnit(keras.layers.Layer):
     Args:
         output_dim: embedding size D.
         gating: apply the context gate (the published models always do).
+        l2_normalize: end with the L2 normalisation (HowTo100M does; AVLnet's
+            unit stops after the gate).
     """
 
-    def __init__(self, output_dim, gating=True, **kwargs):
+    def __init__(self, output_dim, gating=True, l2_normalize=True, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = int(output_dim)
         self.gating = bool(gating)
+        self.l2_normalize = bool(l2_normalize)
         self.gate = (ContextGating(add_batch_norm=False, initializer="torch",
                                    name="context_gating")
                      if self.gating else None)
-        self.normalize = L2Normalize(axis=-1, name="l2_normalize")
+        self.normalize = (L2Normalize(axis=-1, name="l2_normalize")
+                          if self.l2_normalize else None)
 
     def build(self, input_shape):
         self.fc = torch_dense(self.output_dim, int(input_shape[-1]), "fc")
@@ -66,14 +70,14 @@ class GatedEmbeddingUnit(keras.layers.Layer):
         y = self.fc(x)
         if self.gate is not None:
             y = self.gate(y)
-        return self.normalize(y)
+        return y if self.normalize is None else self.normalize(y)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim,)
 
     def get_config(self):
         return {**super().get_config(), "output_dim": self.output_dim,
-                "gating": self.gating}
+                "gating": self.gating, "l2_normalize": self.l2_normalize}
 
 
 @keras.saving.register_keras_serializable(package="vidcore")
