@@ -16,7 +16,8 @@ setup(
     packages=find_packages(
         include=["vidcore", "vidcore.*", "input_pipeline", "input_pipeline.*",
                  "tfrecord_tools", "tfrecord_tools.*", "yt8m", "yt8m.*",
-                 "howto", "howto.*", "kinetics", "kinetics.*"]),
+                 "howto", "howto.*", "avl", "avl.*", "kinetics",
+                 "kinetics.*"]),
     include_package_data=True,
     package_data={"yt8m": ["data/*.csv"], "howto": ["data/*", "data/milnce_demo/*"],
                   "kinetics": ["data/clips/*", "data/clips/*/*"]},
@@ -67,6 +68,7 @@ setup(
             "howto-train=howto.train:run",
             "howto-eval=howto.eval:run",
             "howto-convert-torch=howto.convert_torch:run",
+            "avl-convert-torch=avl.convert_torch:run",
             "milnce-convert=howto.convert_milnce:run",
             "howto-demo=howto.demo:run",
             "howto-write-tfrecords=tfrecord_tools.howto_writer:run",
