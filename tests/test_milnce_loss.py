@@ -167,6 +167,11 @@ def test_warmup_cosine_matches_original(warmup, total, cycles):
     got = [float(schedule(tf.constant(s, tf.int64))) for s in steps]
     want = [_original_lr(s, 1e-3, warmup, total, cycles) for s in steps]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+    # In a graph too (the Trainer evaluates it inside its tf.function).
+    in_graph = tf.function(schedule)
+    np.testing.assert_allclose(
+        [float(in_graph(tf.constant(s, tf.int64))) for s in steps], want,
+        rtol=1e-6, atol=1e-12)
     assert got[0] == 0.0 or warmup == 0
     if total > warmup:
         assert got[steps.index(warmup)] == pytest.approx(1e-3, rel=1e-6)

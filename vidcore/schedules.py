@@ -125,7 +125,8 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         warm = step / max(1.0, warmup)
         progress = (step - warmup) / max(1.0, float(self.total_steps
                                                     - self.warmup_steps))
-        cosine = tf.maximum(0.0, 0.5 * (1.0 + tf.cos(
+        zero = tf.constant(0.0, tf.float64)  # graph mode: no float32 0.0
+        cosine = tf.maximum(zero, 0.5 * (1.0 + tf.cos(
             math.pi * self.num_cycles * 2.0 * progress)))
         factor = tf.where(step < warmup, warm, cosine)
         return tf.cast(self.base_learning_rate * factor, tf.float32)
