@@ -122,11 +122,13 @@ class MilNCEClipConfig:
             setattr(self, name, int(value))
         for name in ("fps", "min_time", "window_margin"):
             value = float(getattr(self, name))
-            if not math.isfinite(value) or value < 0 or (
-                    name == "fps" and value == 0):
+            positive = name == "fps"
+            if (not math.isfinite(value) or value < 0
+                    or (positive and value == 0)):
+                kind = "positive" if positive else "non-negative"
                 raise ValueError(f"MilNCEClipConfig.{name} must be a finite "
-                                 f"{'positive' if name == 'fps' else 'non-negative'} "
-                                 f"number, got {getattr(self, name)!r}")
+                                 f"{kind} number, got "
+                                 f"{getattr(self, name)!r}")
             setattr(self, name, value)
         for name in ("crop_only", "center_crop", "random_flip"):
             setattr(self, name, bool(getattr(self, name)))

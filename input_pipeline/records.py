@@ -111,7 +111,8 @@ def size_table(files):
     inside tf.data functions)."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(files)), tf.constant(file_sizes(files), tf.int64)),
+            tf.constant(list(files)),
+            tf.constant(file_sizes(files), tf.int64)),
         default_value=-1)
 
 

@@ -274,6 +274,14 @@ def test_training_frames_are_the_right_ones_and_zero_padded():
     assert training_frames(late, 2, cfg)[0].tolist() == [3, 4, 5, 6]
 
 
+def test_frames_at_times_takes_the_nearest_frame_halves_up():
+    # frame k of 10 at 4 fps shows 0.25 + k / 4 s
+    times = [-1.0, 0.25, 0.37, 0.375, 0.5, 0.625, 2.4, 2.625, 2.875, 9.0]
+    indices, valid = video_ops.frames_at_times(times, 0.25, 4.0, 10)
+    assert indices.numpy().tolist() == [0, 0, 0, 1, 1, 2, 9, 9, 9, 9]
+    assert valid.numpy().tolist() == [True] * 7 + [False] * 3
+
+
 def _noise_record(num_frames, height=HEIGHT, width=WIDTH):
     rng = np.random.default_rng(num_frames)
     frames = [tf.io.encode_jpeg(rng.integers(0, 256, (height, width, 3),
@@ -600,7 +608,8 @@ def test_errors_name_shard_record_and_id(tmp_path, encoder):
     unlabelled = write_shard(tmp_path / "nolabel.tfrecord",
                              [make_record(0, 10)])
     with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"no class index[\s\S]*nolabel.tfrecord:record 0"):
+                       match=r"no class index[\s\S]*"
+                             r"nolabel.tfrecord:record 0"):
         list(milnce.classification_dataset([unlabelled], CFG, 2))
     small = write_shard(tmp_path / "small.tfrecord", [
         make_record(0, 10, CAPTIONS, height=12, width=14)])
