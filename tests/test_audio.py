@@ -71,7 +71,7 @@ def write_wav(path, samples, rate):
         w.writeframes(np.ascontiguousarray(samples, np.int16).tobytes())
 
 
-# -- fixed matrices -------------------------------------------------------------
+# -- fixed matrices -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [
@@ -110,7 +110,7 @@ def test_window_is_scipys_symmetric_hamming_not_tf_periodic():
     assert np.abs(audio.hamming_window(400) - periodic).max() > 1e-3
 
 
-# -- waveform steps ---------------------------------------------------------------
+# -- waveform steps -----------------------------------------------------------
 
 
 def test_dc_removal_and_preemphasis_by_hand():
@@ -130,7 +130,7 @@ def test_center_pad_equals_numpy(n):
             np.pad(x, 200, mode=mode))
 
 
-# -- the spectrogram ----------------------------------------------------------------
+# -- the spectrogram ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", SPEECH, ids=["0880", "0890"])
@@ -213,7 +213,7 @@ def test_pad_or_truncate_as_zero_pad_audio():
     assert out.shape == (40, 12) and int(nframes) == 7
 
 
-# -- frames and times ----------------------------------------------------------------
+# -- frames and times ---------------------------------------------------------
 
 
 def test_time_to_frames_and_back_equal_librosa():
@@ -235,7 +235,7 @@ def test_time_to_frames_and_back_equal_librosa():
 def test_time_to_frames_of_float32_times_with_3_decimals():
     # As stated in the docstring: float32 times with at most 3 decimals
     # below 8,388 s give the frames of the exact (float64) times.
-    millis = np.arange(0, 8_388_000, 997, dtype=np.int64)
+    millis = np.arange(0, 8_388_000, dtype=np.int64)  # every millisecond
     exact = librosa.time_to_frames(millis / 1000.0, sr=16000,
                                    hop_length=160, n_fft=400)
     from_float32 = audio.time_to_frames(
@@ -260,7 +260,7 @@ def test_spectrogram_bytes_round_trip_and_windows():
     assert audio.decode_spectrogram(data, start=20).shape == (40, 0)
 
 
-# -- decoding -------------------------------------------------------------------------
+# -- decoding -----------------------------------------------------------------
 
 
 def test_decode_wav_equals_wave_module():
@@ -295,6 +295,17 @@ def test_stereo_is_averaged_like_sox_channels_1(tmp_path):
         decoded.waveform, (left / 32768.0 + right / 32768.0) / 2, atol=1e-7)
 
 
+def test_empty_wav_decodes_to_no_samples_and_zeros_spectrogram(tmp_path):
+    pytest.importorskip("av")
+    path = str(tmp_path / "empty.wav")
+    write_wav(path, np.zeros([0, 1], np.int16), 16000)
+    decoded = audio_decode.decode_audio(path)
+    assert decoded.waveform.shape == (0,) and decoded.source_channels == 1
+    np.testing.assert_array_equal(
+        audio.log_mel_spectrogram(decoded.waveform).numpy(),
+        np.zeros([40, 2], np.float32))
+
+
 def test_decode_video_audio_track_resampled_to_16k():
     pytest.importorskip("av")
     decoded = audio_decode.decode_audio(BUNNY)
@@ -318,7 +329,7 @@ def test_decode_errors_name_the_file(tmp_path):
         audio_decode.decode_audio(str(bad))
 
 
-# -- the CLI -----------------------------------------------------------------------------
+# -- the CLI ------------------------------------------------------------------
 
 
 def _folder(tmp_path):

@@ -1,4 +1,4 @@
-"""Audio decoding for AVLnet's spectrograms: any file PyAV reads -> 16 kHz mono.
+"""Audio decoding for AVLnet: any file PyAV reads -> 16 kHz mono float32.
 
 The original prepared its audio in two shell steps, `ffmpeg -i video -vn
 audio.wav` (the audio track at its own rate) and `sox audio.wav out.wav gain
@@ -31,6 +31,13 @@ import numpy as np
 
 from tfrecord_tools import video_decode
 from vidcore import audio as core_audio
+
+# The video decoder's container helpers (same package, one home): opening
+# local or tf.io.gfile paths, the exceptions that mean "cannot be decoded",
+# and the decoder's message in one line.
+_open_container = video_decode._open_container
+_decode_errors = video_decode._decode_errors
+_describe = video_decode._describe
 
 
 class AudioError(video_decode.VideoError):
@@ -82,13 +89,11 @@ def decode_audio(path, sample_rate=core_audio.SAMPLE_RATE):
         InputError: PyAV is not installed.
     """
     av = video_decode.import_av()
-    errors = video_decode._decode_errors(av)  # pylint: disable=protected-access
+    errors = _decode_errors(av)
     try:
-        container, handle = video_decode._open_container(  # pylint: disable=protected-access
-            av, path)
+        container, handle = _open_container(av, path)
     except errors as e:
-        raise AudioError(f"cannot open {path}: "
-                         f"{video_decode._describe(e)}") from None  # pylint: disable=protected-access
+        raise AudioError(f"cannot open {path}: {_describe(e)}") from None
     try:
         return _decode_open(av, container, path, sample_rate, errors)
     finally:
@@ -115,8 +120,9 @@ def _decode_open(av, container, path, sample_rate, errors):
         seconds = decoded / source_rate if source_rate else 0.0
         raise AudioError(
             f"{path}: audio decoding failed after {seconds:.3f} s: "
-            f"{video_decode._describe(e)}") from None  # pylint: disable=protected-access
-    channels = max([c.shape[0] for c in chunks] or [stream.channels or 1])
+            f"{_describe(e)}") from None
+    channels = max([c.shape[0] for c in chunks]
+                   or [getattr(stream.codec_context, "channels", 0) or 1])
     if chunks:
         planar = np.concatenate(chunks, axis=1)  # [channels, N]
         waveform = planar.mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -46,6 +46,7 @@ pickling).
 
 Library:
   list_inputs(input_path, input_root)       -> [(source, relative stem)]
+  file_spectrogram(source, settings)        -> (spectrogram, nframes, audio)
   convert_file(source, output_path, settings) -> SpectrogramInfo
   convert_files(items, output_dir, settings, num_workers) -> Summary
   load_spectrogram_npz(path)                -> (float16 [40, T], nframes)
@@ -269,8 +270,44 @@ def spectrogram_npz_bytes(spectrogram, nframes):
     return buffer.getvalue()
 
 
-def convert_file(source, output_path, settings):
-    """Decodes one file and writes its spectrogram `.npz` atomically.
+def file_spectrogram(source, settings=SpectrogramSettings()):
+    """Decodes one file and computes its spectrogram (no file written).
+
+    The one path from a file to a spectrogram, for this tool and for record
+    converters that embed spectrograms.
+
+    Args:
+        source: audio or video file.
+        settings: SpectrogramSettings.
+
+    Returns:
+        (float32 numpy array [40, T] (T = target_length if set), valid
+        frames, audio_decode.DecodedAudio). A source at another sample rate
+        is logged (the first ten) and flagged in `DecodedAudio.resampled`.
+
+    Raises:
+        MissingInputError: `source` does not exist.
+        audio_decode.AudioError: it cannot be decoded or has no audio.
+    """
+    if not tf.io.gfile.exists(source):
+        raise cli.MissingInputError(f"{source} does not exist")
+    decoded = audio_decode.decode_audio(source, core_audio.SAMPLE_RATE)
+    if decoded.resampled:
+        logging.log_first_n(
+            logging.INFO, "%s: audio at %d Hz resampled to %d Hz", 10,
+            source, decoded.source_rate, decoded.sample_rate)
+    spectrogram = _spectrogram_function(settings.gain_db, settings.pad_mode)(
+        tf.constant(decoded.waveform))  # [40, T]
+    nframes = int(spectrogram.shape[1])
+    if settings.target_length:
+        spectrogram, valid = core_audio.pad_or_truncate(
+            spectrogram, settings.target_length)
+        nframes = int(valid)
+    return spectrogram.numpy(), nframes, decoded
+
+
+def convert_file(source, output_path, settings=SpectrogramSettings()):
+    """`file_spectrogram`, written to `output_path` atomically.
 
     Args:
         source: audio or video file.
@@ -284,24 +321,11 @@ def convert_file(source, output_path, settings):
         MissingInputError: `source` does not exist.
         audio_decode.AudioError: it cannot be decoded or has no audio.
     """
-    if not tf.io.gfile.exists(source):
-        raise cli.MissingInputError(f"{source} does not exist")
-    decoded = audio_decode.decode_audio(source, core_audio.SAMPLE_RATE)
-    spectrogram = _spectrogram_function(settings.gain_db, settings.pad_mode)(
-        tf.constant(decoded.waveform))  # [40, T]
-    nframes = int(spectrogram.shape[1])
-    if settings.target_length:
-        spectrogram, valid = core_audio.pad_or_truncate(
-            spectrogram, settings.target_length)
-        nframes = int(valid)
+    spectrogram, nframes, decoded = file_spectrogram(source, settings)
     tf.io.gfile.makedirs(os.path.dirname(output_path) or ".")
-    write_bytes_atomic(output_path,
-                       spectrogram_npz_bytes(spectrogram.numpy(), nframes))
-    if decoded.resampled:
-        logging.log_first_n(
-            logging.INFO, "%s: audio at %d Hz resampled to %d Hz", 10,
-            source, decoded.source_rate, decoded.sample_rate)
-    return SpectrogramInfo(frames=int(spectrogram.shape[1]), nframes=nframes,
+    write_bytes_atomic(output_path, spectrogram_npz_bytes(spectrogram,
+                                                          nframes))
+    return SpectrogramInfo(frames=spectrogram.shape[1], nframes=nframes,
                            source_rate=decoded.source_rate)
 
 
