@@ -112,7 +112,7 @@ class AVLConfig:
 
     @property
     def variant(self):
-        """"avlnet", "text_tri" or "text_fused"."""
+        """Which model: "avlnet", "text_tri" or "text_fused"."""
         if not self.tri_modal:
             return "avlnet"
         return "text_fused" if self.tri_modal_fuse else "text_tri"
@@ -237,8 +237,8 @@ def build_model(cfg):
             outputs[AUDIO_VIDEO] = keras.layers.Add(name="audio_plus_video")(
                 [outputs[AUDIO], video])
     outputs = {key: _float32(value, key) for key, value in outputs.items()}
-    return keras.Model(inputs, outputs, name=f"avlnet_{cfg.variant}"
-                       if cfg.tri_modal else "avlnet")
+    name = "avlnet" if cfg.variant == "avlnet" else f"avlnet_{cfg.variant}"
+    return keras.Model(inputs, outputs, name=name)
 
 
 def loss_pairs(cfg):
