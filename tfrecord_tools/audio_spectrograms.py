@@ -9,8 +9,9 @@ or a list: each input's first audio stream is decoded and resampled to
 
 Inputs (`--input`):
 
-* a folder: every file under it (recursively) whose extension is in
-  MEDIA_EXTENSIONS;
+* a folder: every file under it (recursively) with an audio or video
+  extension (.wav .flac .mp3 .m4a .aac .ogg .opus .mp4 .m4v .mkv .webm .avi
+  .mov .mpg .mpeg .3gp, any case);
 * a CSV with a `path` column (other columns ignored), e.g. the original's
   `--train_csv` (`HowTo100M_1166_videopaths.txt`): relative paths are read
   under `--input_root` (default: the CSV's folder); a path without a media
@@ -23,7 +24,10 @@ absolute CSV path keeps only its file name):
 
 * `<stem>_spec.npz`: `arr_0` = float16 [40, T] (the key and the name
   suffix the original's loader reads: `np.load(...)['arr_0']` of
-  `<video_id>_spec.npz`, so its files and ours are interchangeable) and
+  `<video_id>_spec.npz`, so its files and ours are interchangeable; note
+  that its loader looks for `<root>/<path>/<video_id>_spec.npz`, one folder
+  per video below the CSV's path, where its instructions' other files sit
+  at `<root>/<path>{_2d.npz,_3d.npz,.wav}`) and
   `nframes` = int64, the valid frames (T, or fewer with `--target_length`,
   whose padding frames are zeros as in the original's `LoadAudio`);
 * `spectrograms.json`: the options and the counts of the last run;
