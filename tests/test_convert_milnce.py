@@ -419,6 +419,20 @@ def test_load_pretrained_rejects_unknown_paths(tmp_path):
         milnce_weights.load_pretrained(model, str(tmp_path))
     with pytest.raises(UserInputError, match="does not exist"):
         milnce_weights.load_pretrained(model, str(tmp_path / "x.pth"))
+    with pytest.raises(UserInputError, match="does not exist"):
+        milnce_weights.load_pretrained(model, str(tmp_path / "x.keras"))
+    # A .keras file: its weights, or a one-line error for another config.
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    other = build_milnce_model(MilNCEConfig(
+        embedding_dim=8, vocab_size=5, word_dim=4, text_hidden=6))
+    assert milnce_weights.load_pretrained(other, path) == path
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    wider = build_milnce_model(MilNCEConfig(
+        embedding_dim=8, vocab_size=5, word_dim=4, text_hidden=7))
+    with pytest.raises(UserInputError, match="does not fit the model"):
+        milnce_weights.load_pretrained(wider, path)
 
 
 def test_cli_user_errors(tmp_path, capsys):
