@@ -497,7 +497,8 @@ class Trainer:
 
     def _save(self, step, final=False):
         latest = self.manager.latest_checkpoint
-        if latest and latest.endswith(f"-{step}"):
+        already = bool(latest and latest.endswith(f"-{step}"))
+        if already:
             path = latest  # saved at this step already
         else:
             path = self.manager.save(checkpoint_number=step)
@@ -513,7 +514,8 @@ class Trainer:
                  "replicas": self.replicas,
                  "examples_seen": int(step) * self.global_batch_size,
                  "epoch": self.epochs_completed(int(step))})
-            logging.info("saved checkpoint %s", path)
+            if not already:
+                logging.info("saved checkpoint %s", path)
 
 
 def restore_model_weights(model, train_dir, checkpoint_path=None):
