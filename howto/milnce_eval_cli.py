@@ -14,7 +14,8 @@ original's names) through these helpers and hand plain values to
 * Words: ``--token_to_word_path`` (the release's ``s3d_dict.npy`` /
   ``dict.npy``, or a ``vocab.txt``) when given, and always for PyTorch
   weights; otherwise the ``vocab.txt`` beside our weights. Word ``i`` has
-  id ``i + 1``, as in the release.
+  id ``i + 1``, as in the release. The word table itself is part of the
+  weights, so ``--word2vec_path`` is accepted and not read.
 * ``--eval_video_root``: shards (a glob, or a folder holding them), or the
   folder of raw videos, converted on first use by
   ``tfrecord_tools.milnce_writer`` into ``--records_cache`` and reused
