@@ -3,13 +3,16 @@
 Writes MIL-NCE records (``input_pipeline.features`` raw-video layout plus
 captions) of SYNTHETIC frames (moving colour gradients plus noise, JPEG
 quality 90), by default 24 videos x 40 s at 5 fps with the short side 256
-(256 x 455) and a caption every 4 s, in 4 shards, or reads ``--data``
+(256 x 455; 40 distinct frames repeated) and a caption every 4 s, in 4
+shards (``--seconds 390``: HowTo100M's mean video length), or reads ``--data``
 shards, then measures in the same process, taking the rounds in turns:
 
 * bare decode: read + parse + decode 16 consecutive stored frames of each
   video (a random start), with ``tf.io.decode_jpeg`` alone and with
   ``vidcore.video.decode_frames`` (its JPEG / frame-size checks), batched
   like the reader: the least work a reader of such clips does;
+* read + parse only: what every clip costs before any decoding (a clip
+  reads its video's whole record), counted as 16 frames per record;
 * training reader: ``input_pipeline.milnce.training_dataset`` at the
   published settings (16 frames at 5 fps, random 224 crop, flip,
   num_candidates 4, max_words 20, float32 [0, 1] batches and word ids).
@@ -47,9 +50,12 @@ WORDS = ["add", "the", "onion", "and", "stir", "for", "two", "minutes", "now",
          "cut", "pepper", "into", "small", "pieces", "heat", "oil", "pan"]
 
 
-def synthetic_video(rng, number, frames, height, width, fps, caption_every):
-    """One serialized MIL-NCE record: moving gradients plus noise, and a
-    caption every ``caption_every`` seconds."""
+def synthetic_video(rng, number, frames, height, width, fps, caption_every,
+                    distinct=40):
+    """One serialized MIL-NCE record: moving gradients plus noise (the
+    first ``distinct`` frames encoded, then repeated in turn, so that long
+    videos are written quickly), and a caption every ``caption_every``
+    seconds."""
     ex = tf.train.SequenceExample()
     ctx = ex.context.feature
     ctx[keys.VIDEO_MEDIA_ID].bytes_list.value.append(
@@ -71,15 +77,18 @@ def synthetic_video(rng, number, frames, height, width, fps, caption_every):
     phase = rng.uniform(0, 2 * np.pi, 3)
     freq = rng.uniform(0.01, 0.04, 3)
     feature_list = ex.feature_lists.feature_list[keys.VIDEO_IMAGE_ENCODED]
-    for t in range(frames):
+    encoded = []
+    for t in range(min(frames, distinct)):
         channels = [127 + 100 * np.sin(freq[c] * (xx + 6 * t)
                                        + 0.5 * freq[c] * yy + phase[c])
                     for c in range(3)]
         image = np.stack(channels, axis=-1) + rng.normal(
             0, 6, (height, width, 3))
         image = np.clip(image, 0, 255).astype(np.uint8)
+        encoded.append(tf.io.encode_jpeg(image, quality=90).numpy())
+    for t in range(frames):
         feature_list.feature.add().bytes_list.value.append(
-            tf.io.encode_jpeg(image, quality=90).numpy())
+            encoded[t % len(encoded)])
     return ex.SerializeToString()
 
 
@@ -99,12 +108,25 @@ def write_shards(directory, videos, frames, height, width, fps, shards,
     return files
 
 
+def _records(files):
+    return tf.data.Dataset.from_tensor_slices(files).repeat().interleave(
+        tf.data.TFRecordDataset, cycle_length=len(files),
+        num_parallel_calls=AUTOTUNE, deterministic=False)
+
+
+def read_parse_dataset(files, batch):
+    """Records read and parsed, nothing decoded (the whole record is read
+    whatever the clip); elements are frame counts [batch]."""
+    return _records(files).map(
+        lambda s: video_reader.parse_video(s)["num_frames"],
+        num_parallel_calls=AUTOTUNE, deterministic=False).batch(
+            batch).prefetch(AUTOTUNE)
+
+
 def bare_decode_dataset(files, num_frames, batch, checked):
     """16 consecutive stored frames of each video decoded (random start),
     batched; elements are uint8 [batch, T, H, W, 3]."""
-    ds = tf.data.Dataset.from_tensor_slices(files).repeat().interleave(
-        tf.data.TFRecordDataset, cycle_length=len(files),
-        num_parallel_calls=AUTOTUNE, deterministic=False)
+    ds = _records(files)
 
     def decode(serialized):
         jpegs = video_reader.parse_video(serialized)["jpegs"]
@@ -173,7 +195,8 @@ def main():
             files = write_shards(tmp, args.videos, frames, args.height,
                                  args.width, args.fps, args.shards,
                                  args.caption_every)
-            source = (f"{args.videos} SYNTHETIC videos x {frames} frames of "
+            source = (f"{args.videos} SYNTHETIC videos x {frames} frames "
+                      f"(40 distinct, repeated) of "
                       f"{args.height}x{args.width} at {args.fps:g} fps, a "
                       f"caption every {args.caption_every:g} s, JPEG q90, "
                       f"{args.shards} shards (written in "
@@ -189,6 +212,8 @@ def main():
             ("bare decode (video.decode_frames)",
              lambda: bare_decode_dataset(files, cfg.num_frames, args.batch,
                                          True)),
+            ("read + parse records only (no decode)",
+             lambda: read_parse_dataset(files, args.batch)),
             ("training reader (milnce.training_dataset)",
              lambda: milnce.training_dataset(files, cfg, args.batch,
                                              encoder, seed=0)),
