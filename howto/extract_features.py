@@ -13,12 +13,17 @@ folder) is cut into consecutive, non-overlapping windows of
 whole video, the last one padded with black frames; each window's centre
 square is resized to ``--video_size`` and goes through S3D-G.
 
-Output: one ``<video id>.npz`` per video in ``--output_dir`` (the id is the
-file name without its extension), holding one float32 array
-[windows, size] per layer of ``--layers`` (``mixed_5c``: 1024,
-``video_embedding``: 512) and ``start_time`` [windows] (seconds into the
-video). Read it with ``np.load(path)["mixed_5c"]``. Files are written
-atomically, in input order, with a progress bar.
+Output (``--format=npz``, the default): one ``<video id>.npz`` per video
+in ``--output_dir`` (the id is the file name without its extension),
+holding one float32 array [windows, size] per layer of ``--layers``
+(``mixed_5c``: 1024, ``video_embedding``: 512) and ``start_time``
+[windows] (seconds into the video). Read it with
+``np.load(path)["mixed_5c"]``. Files are written atomically, in input
+order, with a progress bar. ``--format=tfrecord`` writes one
+SequenceExample per video (media id, one feature list per layer, window
+start times; keys in ``input_pipeline.features``) into
+``<output_dir>/features-00000-of-00001.tfrecord`` instead
+(``howto.milnce_eval.parse_feature_example`` reads a record).
 
 The videos are first converted once into TFRecords (JPEG frames at
 ``--fps``, short side ``--short_side``) by ``tfrecord_tools.video_writer``
@@ -60,6 +65,9 @@ flags.DEFINE_string("output_dir", "",
 flags.DEFINE_list("layers", list(milnce_eval.LAYERS),
                   "Layers saved: mixed_5c (1024), video_embedding (512).",
                   flag_values=FLAGS)
+flags.DEFINE_enum("format", "npz", list(milnce_eval.FORMATS),
+                  "npz: one <video id>.npz per video; tfrecord: one record "
+                  "per video in one shard.", flag_values=FLAGS)
 
 CACHE_NAME = "videos"
 LIST_NAME = "videos.csv"
@@ -123,11 +131,12 @@ def main(argv):
     model, _, loaded = milnce_eval_cli.load_model(strategy)
     paths = milnce_eval.extract_features(
         model, files, milnce_eval_cli.eval_clip_config(), FLAGS.batch_size,
-        FLAGS.output_dir, layers=FLAGS.layers, strategy=strategy,
+        FLAGS.output_dir, layers=FLAGS.layers, format=FLAGS.format,
+        strategy=strategy,
         progress=bool(FLAGS.verbose),
         options=milnce_eval_cli.reader_options())
-    print(f"wrote features of {len(paths)} videos ({', '.join(FLAGS.layers)}"
-          f"; weights {loaded}) to {FLAGS.output_dir}")
+    print(f"wrote {', '.join(FLAGS.layers)} features ({FLAGS.format}; "
+          f"weights {loaded}) to {FLAGS.output_dir}")
     return paths
 
 

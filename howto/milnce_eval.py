@@ -27,7 +27,9 @@ paper):
   ``<media id>.npz`` holding one float32 array [n_windows, dim] per layer
   (``mixed_5c``, ``video_embedding``) and ``start_time`` [n_windows]
   (seconds), written atomically (a hidden temporary file renamed when
-  complete), so ``np.load(path)["mixed_5c"]`` reads it in a notebook.
+  complete), so ``np.load(path)["mixed_5c"]`` reads it in a notebook; or
+  one SequenceExample per video in a TFRecord shard (keys in
+  ``input_pipeline.features``, "MIL-NCE features"), for tf.data.
 
 The model runs on every replica of a ``tf.distribute`` strategy through
 ``vidcore.prediction.run_batches`` (batches rounded up to a multiple of the
@@ -41,6 +43,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import features as keys
 from input_pipeline import milnce as reader
 from input_pipeline import records
 from vidcore import metrics, prediction
@@ -314,25 +317,122 @@ def format_probe_table(results):
 
 # -- feature extraction -------------------------------------------------------
 
+FORMATS = ("npz", "tfrecord")
+FEATURE_SHARD = "features-00000-of-00001.tfrecord"
+
 
 def feature_file_name(media_id):
-    """The output file of a video: its media id made a safe file name."""
+    """The ``.npz`` file of a video: its media id made a safe file name."""
     name = media_id.replace("/", "_").replace("\\", "_").lstrip(".")
     return (name or "video") + ".npz"
 
 
-def _write_video(output_dir, media_id, rows, layers):
-    """Writes one video's windows as ``<id>.npz``; returns the path."""
+def _video_arrays(rows, layers):
+    """{layer: float32 [n_windows, dim], "start_time": [n_windows]}."""
     arrays = {layer: np.concatenate(rows[layer]) for layer in layers}
     arrays["start_time"] = np.concatenate(rows["start_time"])
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path = os.path.join(output_dir, feature_file_name(media_id))
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
+    return arrays
 
 
-def _video_groups(batches, ids):
+class _NpzFiles:
+    """One ``<media id>.npz`` per video, each written atomically."""
+
+    def __init__(self, output_dir, ids):
+        names = {}
+        for media_id in ids:
+            name = feature_file_name(media_id)
+            if name in names:
+                raise UserInputError(
+                    f"videos {names[name]!r} and {media_id!r} would both be "
+                    f"written to {name} in {output_dir}")
+            names[name] = media_id
+        self.output_dir = output_dir
+        self.paths = []
+
+    def write(self, media_id, arrays):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        path = os.path.join(self.output_dir, feature_file_name(media_id))
+        write_bytes_atomic(path, buffer.getvalue())
+        self.paths.append(path)
+
+    def close(self):
+        return self.paths
+
+
+def make_feature_example(media_id, arrays):
+    """One video's features as a SequenceExample (keys of
+    ``input_pipeline.features``, "MIL-NCE features").
+
+    Args:
+        media_id: the video id.
+        arrays: {layer: float [n_windows, dim], "start_time": [n_windows]}.
+
+    Returns:
+        tf.train.SequenceExample.
+    """
+    def floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(
+            value=np.asarray(values, np.float32).ravel()))
+
+    layers = [k for k in arrays if k != "start_time"]
+    context = {keys.VIDEO_MEDIA_ID: tf.train.Feature(
+        bytes_list=tf.train.BytesList(value=[media_id.encode("utf-8")]))}
+    lists = {keys.MILNCE_WINDOW_START: tf.train.FeatureList(
+        feature=[floats([t]) for t in arrays["start_time"]])}
+    for layer in layers:
+        context[keys.milnce_feature_dim_key(layer)] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[arrays[layer].shape[1]]))
+        lists[keys.milnce_feature_key(layer)] = tf.train.FeatureList(
+            feature=[floats(row) for row in arrays[layer]])
+    return tf.train.SequenceExample(
+        context=tf.train.Features(feature=context),
+        feature_lists=tf.train.FeatureLists(feature_list=lists))
+
+
+def parse_feature_example(serialized):
+    """Reads a record of :func:`make_feature_example` (numpy side).
+
+    Returns:
+        (media id, {layer: float32 [n_windows, dim], "start_time":
+        float32 [n_windows]}).
+    """
+    example = tf.train.SequenceExample.FromString(serialized)
+    context = example.context.feature
+    media_id = context[keys.VIDEO_MEDIA_ID].bytes_list.value[0].decode()
+    lists = example.feature_lists.feature_list
+    arrays = {"start_time": np.array(
+        [f.float_list.value[0] for f in
+         lists[keys.MILNCE_WINDOW_START].feature], np.float32)}
+    for layer in LAYERS:
+        key = keys.milnce_feature_key(layer)
+        if key in lists:
+            dim = context[keys.milnce_feature_dim_key(layer)].int64_list.value[0]
+            arrays[layer] = np.array(
+                [list(f.float_list.value) for f in lists[key].feature],
+                np.float32).reshape(-1, dim)  # [n_windows, dim]
+    return media_id, arrays
+
+
+class _FeatureShard:
+    """All videos as records of one shard, renamed into place when done."""
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, FEATURE_SHARD)
+        self.partial = os.path.join(output_dir, f".{FEATURE_SHARD}.partial")
+        self.writer = tf.io.TFRecordWriter(self.partial)
+
+    def write(self, media_id, arrays):
+        self.writer.write(make_feature_example(media_id, arrays)
+                          .SerializeToString(deterministic=True))
+
+    def close(self):
+        self.writer.close()
+        tf.io.gfile.rename(self.partial, self.path, overwrite=True)
+        return [self.path]
+
+
+def _video_groups(batches):
     """Yields (video index, {key: [row blocks]}) per video, in order."""
     current, rows = None, None
     for out in batches:
@@ -349,8 +449,8 @@ def _video_groups(batches, ids):
 
 
 def extract_features(model, files, cfg, batch_size, output_dir,
-                     layers=LAYERS, strategy=None, progress=True,
-                     options=None):
+                     layers=LAYERS, format="npz", strategy=None,
+                     progress=True, options=None):
     """Writes the trunk's features of every window of every video.
 
     Windows are those of ``input_pipeline.milnce.feature_windows_dataset``:
@@ -363,33 +463,32 @@ def extract_features(model, files, cfg, batch_size, output_dir,
         files: shard paths of raw-video records.
         cfg: ``MilNCEClipConfig`` (num_frames, fps, video_size).
         batch_size: windows per global batch.
-        output_dir: folder for the ``<media id>.npz`` files (created).
+        output_dir: output folder (created).
         layers: trunk outputs to save ("mixed_5c", "video_embedding").
+        format: "npz": one ``<media id>.npz`` per video (one float32 array
+            [n_windows, dim] per layer, and "start_time" [n_windows]);
+            "tfrecord": one record per video (:func:`make_feature_example`)
+            in ``features-00000-of-00001.tfrecord``.
         strategy: tf.distribute.Strategy (default: the current one).
         progress: show a progress bar (videos).
         options: tf.data.Options for the reader.
 
     Returns:
-        list of the written paths, in record order.
+        list of the written paths (npz: in record order).
 
     Raises:
-        UserInputError: an unknown layer, or two videos with the same file
-            name.
+        UserInputError: an unknown layer or format, or two videos with the
+            same ``.npz`` file name.
     """
     layers = tuple(layers)
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown or not layers:
         raise UserInputError(f"--layers: {unknown or 'none'}; choose from "
                              f"{', '.join(LAYERS)}")
+    if format not in FORMATS:
+        raise UserInputError(f"--format={format}: choose from "
+                             f"{', '.join(FORMATS)}")
     ids = reader.video_ids(files)
-    names = {}
-    for media_id in ids:
-        name = feature_file_name(media_id)
-        if name in names:
-            raise UserInputError(
-                f"videos {names[name]!r} and {media_id!r} would both be "
-                f"written to {name} in {output_dir}")
-        names[name] = media_id
     strategy, batch_size = _strategy_batch(batch_size, strategy)
     video_model = model.get_layer(VIDEO_MODEL)
     dataset = _with_options(
@@ -403,25 +502,28 @@ def extract_features(model, files, cfg, batch_size, output_dir,
         return result
 
     tf.io.gfile.makedirs(output_dir)
+    sink = (_NpzFiles(output_dir, ids) if format == "npz"
+            else _FeatureShard(output_dir))
     bar = Progbar(len(ids), unit_name="video") if progress else None
-    paths = []
-    batches = _run(strategy, dataset, replica_fn, None)
-    for video_index, rows in _video_groups(batches, ids):
+    done = 0
+    for video_index, rows in _video_groups(
+            _run(strategy, dataset, replica_fn, None)):
         windows = np.concatenate(rows["window_index"])
-        if (video_index != len(paths)
+        if (video_index != done
                 or not np.array_equal(windows, np.arange(len(windows)))):
             raise AssertionError(
                 f"feature windows out of order at video {video_index} "
                 f"({ids[video_index]!r}): windows {windows[:10]}")
-        paths.append(_write_video(output_dir, ids[video_index], rows, layers))
+        sink.write(ids[video_index], _video_arrays(rows, layers))
+        done += 1
         if bar is not None:
             bar.add(1)
     if bar is not None:
         bar.finish()
-    if len(paths) != len(ids):
-        raise AssertionError(f"features of {len(paths)} of {len(ids)} "
-                             "videos were extracted")
-    return paths
+    if done != len(ids):
+        raise AssertionError(f"features of {done} of {len(ids)} videos "
+                             "were extracted")
+    return sink.close()
 
 
 def epoch_evaluator(strategy, flag_values, run_dir):

@@ -171,6 +171,27 @@ VIDEO_CAPTION_START = "caption/start"
 VIDEO_CAPTION_END = "caption/end"
 VIDEO_SPLITS = "clip/split"
 
+# MIL-NCE features extracted from videos (howto.extract_features
+# --format=tfrecord): one `tf.train.SequenceExample` per video.
+#   context:
+#     VIDEO_MEDIA_ID               bytes   video id
+#     milnce_feature_dim_key(l)    int64   [1] feature size of layer l
+#   feature lists (one feature per window, in time order):
+#     milnce_feature_key(l)        float   [dim] layer l's features
+#     MILNCE_WINDOW_START          float   [1] window start, seconds on the
+#                                          video's timeline
+MILNCE_WINDOW_START = "window/start_time"
+
+
+def milnce_feature_key(layer):
+    """Feature-list key of an extracted layer, e.g. "feature/mixed_5c"."""
+    return f"feature/{layer}"
+
+
+def milnce_feature_dim_key(layer):
+    """Context key of an extracted layer's size."""
+    return f"feature/{layer}/dim"
+
 # --------------------------------------------------------------------------- #
 # AVLnet audio: the log-mel spectrogram of `vidcore.audio.
 # log_mel_spectrogram` (40 bands, 100 frames per second: vidcore.audio.

@@ -388,13 +388,20 @@ def test_extract_features_from_a_video_folder_converts_once(
     run_cli(extract_features, f"--video_dir={data['flat']}",
             f"--output_dir={second}", f"--records_cache={cache}",
             f"--pretrain_cnn_path={folder}", "--layers=mixed_5c",
-            f"--short_side={SHORT_SIDE}", *TINY)
+            "--format=tfrecord", f"--short_side={SHORT_SIDE}", *TINY)
     assert "kept from an earlier run" in capfd.readouterr().out
     assert os.stat(shards[0]).st_mtime_ns == shard_time
-    again = np.load(os.path.join(second, "v0.npz"))
-    assert sorted(again.files) == ["mixed_5c", "start_time"]
-    np.testing.assert_array_equal(again["mixed_5c"],
-                                  np.load(paths[0])["mixed_5c"])
+    assert os.listdir(second) == ["features-00000-of-00001.tfrecord"]
+    parsed = [milnce_eval.parse_feature_example(r.numpy())
+              for r in tf.data.TFRecordDataset(
+                  os.path.join(second, "features-00000-of-00001.tfrecord"))]
+    assert [media_id for media_id, _ in parsed] == ["v0", "v1", "v2", "v3"]
+    for (_, arrays), path in zip(parsed, paths):
+        assert sorted(arrays) == ["mixed_5c", "start_time"]
+        np.testing.assert_array_equal(arrays["mixed_5c"],
+                                      np.load(path)["mixed_5c"])
+        np.testing.assert_array_equal(arrays["start_time"],
+                                      np.load(path)["start_time"])
 
 
 @pytest.mark.slow
