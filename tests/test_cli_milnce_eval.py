@@ -319,6 +319,32 @@ def test_eval_msrvtt_and_youcook_match_numpy(data, weights, tmp_path,
         assert saved["recall_unit"] == "percent"
 
 
+@pytest.mark.slow
+def test_eval_takes_the_released_pth_and_its_dictionary(data, tmp_path):
+    """The release's form: a plain PyTorch state dict with the space-to-depth
+    stem, and s3d_dict.npy (random weights from the parity test's torch
+    S3D, whose words are cooking words)."""
+    torch = pytest.importorskip("torch")
+    reference = pytest.importorskip("test_convert_milnce")
+    state = reference._small_state_dict(space_to_depth=True)
+    pth = str(tmp_path / "s3d_howto100m.pth")
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, pth)
+    dictionary = str(tmp_path / "s3d_dict.npy")
+    np.save(dictionary, np.array(reference.WORDS))
+    results = run_cli(eval_msrvtt, f"--eval_video_root={data['msrvtt']}",
+                      f"--pretrain_cnn_path={pth}",
+                      f"--token_to_word_path={dictionary}", *TINY)
+    cfg = milnce_weights.config_from_state_dict(state)
+    assert cfg.space_to_depth and cfg.embedding_dim == 8
+    model = milnce_model.build_milnce_model(cfg)
+    milnce_weights.load_torch_state_dict(model, state)
+    expected = numpy_retrieval_metrics(*direct_retrieval_embeddings(
+        model, data["msrvtt_files"],
+        milnce_weights.text_encoder(list(reference.WORDS))))
+    got = results["MSR-VTT text->video"]
+    assert {k: got[k] for k in expected} == pytest.approx(expected)
+
+
 def milnce_eval_title(dataset):
     return {"msrvtt": "MSR-VTT", "youcook": "YouCook2"}[dataset]
 
