@@ -54,7 +54,8 @@ def main(argv):
                                        C=FLAGS.svm_c)
     print(milnce_eval.format_probe_table(results))
     milnce_eval_cli.write_results(FLAGS.output_json, results,
-                                  weights=str(loaded), accuracy_unit="fraction")
+                                  weights=str(loaded),
+                                  accuracy_unit="fraction")
     return results
 
 

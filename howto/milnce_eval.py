@@ -43,6 +43,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from howto.milnce_model import (MIXED_5C, TEXT_MODEL, VIDEO_EMBEDDING,
+                                VIDEO_MODEL)
 from input_pipeline import features as keys
 from input_pipeline import milnce as reader
 from input_pipeline import records
@@ -51,13 +53,11 @@ from vidcore.errors import UserInputError
 from vidcore.files import write_bytes_atomic
 from vidcore.progress import Progbar
 
-VIDEO_MODEL = "s3dg"
-TEXT_MODEL = "text_module"
-LAYERS = ("mixed_5c", "video_embedding")
+LAYERS = (MIXED_5C, VIDEO_EMBEDDING)
 PROBE_EXTRA_HINT = "pip install 'vidmodels[probe]'"
 
 
-# -- running the model ---------------------------------------------------------
+# -- running the model --------------------------------------------------------
 
 
 def _strategy_batch(batch_size, strategy):
@@ -89,7 +89,8 @@ def _embed_windows(video_model, video):
         dict of float32 [B, W, C] per trunk output.
     """
     shape = tf.shape(video)
-    flat = tf.reshape(video, tf.concat([[-1], shape[2:]], 0))  # [B*W, T, S, S, 3]
+    # [B, W, T, S, S, 3] -> [B*W, T, S, S, 3]
+    flat = tf.reshape(video, tf.concat([[-1], shape[2:]], 0))
     out = video_model(flat, training=False)
     return {name: tf.reshape(tf.cast(value, tf.float32),
                              [shape[0], shape[1], -1])  # [B, W, C]
@@ -107,10 +108,10 @@ def _run(strategy, dataset, replica_fn, bar):
         yield out
 
 
-def _concat(batches, keys):
-    """{key: rows of every batch concatenated}."""
+def _concat(batches, names):
+    """{name: rows of every batch concatenated}."""
     batches = list(batches)
-    return {k: np.concatenate([b[k] for b in batches]) for k in keys}
+    return {k: np.concatenate([b[k] for b in batches]) for k in names}
 
 
 def embed_retrieval(model, files, cfg, batch_size, encoder, strategy=None,
@@ -293,7 +294,8 @@ def linear_probe(features, labels, splits, C=100.0, random_state=0):
         svm = linear_svc(C=C, random_state=random_state)
         svm.fit(x_train, y_train)
         scores = _class_scores(svm, features[test].reshape(-1, dim))
-        scores = scores.reshape(len(test), num_windows, -1).sum(axis=1)  # [n_test, n_classes]
+        # [n_test * W, classes] -> [n_test, classes]
+        scores = scores.reshape(len(test), num_windows, -1).sum(axis=1)
         predicted = svm.classes_[np.argmax(scores, axis=1)]
         results[f"split{s + 1}"] = float(np.mean(predicted == labels[test]))
         num_test[f"split{s + 1}"] = int(len(test))
@@ -407,7 +409,8 @@ def parse_feature_example(serialized):
     for layer in LAYERS:
         key = keys.milnce_feature_key(layer)
         if key in lists:
-            dim = context[keys.milnce_feature_dim_key(layer)].int64_list.value[0]
+            dim_key = keys.milnce_feature_dim_key(layer)
+            dim = context[dim_key].int64_list.value[0]
             arrays[layer] = np.array(
                 [list(f.float_list.value) for f in lists[key].feature],
                 np.float32).reshape(-1, dim)  # [n_windows, dim]

@@ -230,22 +230,15 @@ def test_embed_retrieval_equals_the_model_per_record(data, weights,
 
 
 @pytest.mark.slow
-def test_two_replicas_give_the_one_device_results(data, weights):
-    folder, model, encoder = weights
+def test_two_replicas_give_the_one_device_features(data, weights):
+    folder, model, _ = weights
     strategy = distribute.make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = milnce_model.build_milnce_model(
             milnce_weights.load_config(folder))
     mirrored.set_weights(model.get_weights())
-    # 12 clips in batches of 3 -> 4; 8 HMDB-51 videos in 5 -> 6 (padded).
-    text, video, ids = milnce_eval.embed_retrieval(
-        mirrored, data["youcook_files"], CLIP_CFG, 3, encoder, strategy)
-    ref_text, ref_video, ref_ids = milnce_eval.embed_retrieval(
-        model, data["youcook_files"], CLIP_CFG, 12, encoder)
-    assert ids == ref_ids
-    np.testing.assert_allclose(text, ref_text, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(video, ref_video, rtol=1e-4, atol=1e-5)
+    # 8 HMDB-51 videos in batches of 5 -> 6: the last one padded.
     features, labels, _ = milnce_eval.hmdb_features(
         mirrored, data["hmdb_files"], CLIP_CFG, 5, strategy)
     ref_features, ref_labels, _ = milnce_eval.hmdb_features(
