@@ -11,7 +11,7 @@ commands that it prints so they can be copied:
 2. train S3D-G + the text branch with MIL-NCE straight from the raw video
    folder (``howto.milnce_train`` converts it once into TFRecords): 8-frame
    clips at 5 fps, 56 x 56 crops, 2 candidate captions per clip, the demo's
-   10-d word vectors, on the CPU;
+   10-d word vectors, batch 4, 300 steps at lr 1e-4, on the CPU;
 3. zero-shot retrieval (``howto.eval_youcook``, as for YouCook2) of
    held-out segments of the videos, which no training clip covered, by
    held-out captions; the folder is converted on first use.
@@ -37,7 +37,7 @@ WORD_VECTORS = os.path.join(DATA, "demo_word_vectors.bin")
 
 flags.DEFINE_string("workdir", "demo_out/milnce",
                     "Where data, models and results go.", flag_values=FLAGS)
-flags.DEFINE_integer("steps", 120, "Training steps.", flag_values=FLAGS)
+flags.DEFINE_integer("steps", 300, "Training steps.", flag_values=FLAGS)
 flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
 # Clip settings shared by training and evaluation.
@@ -94,7 +94,7 @@ def main(argv):
          f"--records_dir={os.path.join(work, 'records')}",
          "--short_side=64", *CLIP_FLAGS, "--min_time=1.6",
          "--num_candidates=2", f"--word2vec_path={WORD_VECTORS}",
-         "--batch_size=4", "--lr=0.001", f"--warmup_steps={steps // 10}",
+         "--batch_size=4", "--lr=0.0001", f"--warmup_steps={steps // 10}",
          f"--steps_per_epoch={steps}", "--epochs=1", "--n_display=10",
          "--num_thread_reader=0", f"--checkpoint_root={work}",
          "--checkpoint_dir=model", "--checkpoint_every_steps=1000"],
@@ -111,8 +111,7 @@ def main(argv):
         log)
     with open(results_file) as f:
         results = json.load(f)
-    row = results.get("results", results)
-    row = next(iter(row.values())) if "R@1" not in row else row
+    row = results["results"]["YouCook2 text->video"]
     print(f"\nHeld-out segments of the 4 videos, held-out captions, "
           f"text->video: R@1 {row['R@1']:.1f}%, R@5 {row['R@5']:.1f}%, "
           f"median rank {row['MedR']:g} (chance: R@1 25%, median rank "
