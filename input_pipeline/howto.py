@@ -147,7 +147,7 @@ def parse_video(serialized, cfg):
     return out
 
 
-def parse_video_batch(serialized, cfg):
+def parse_video_batch(serialized, cfg, extra_context=None):
     """Parses a batch of videos-records in one op.
 
     The frames of all videos come out as one float16 array per stream (a
@@ -156,6 +156,8 @@ def parse_video_batch(serialized, cfg):
     Args:
         serialized: tf.string [B].
         cfg: ClipConfig (streams and their expected sizes).
+        extra_context: optional dict key -> feature spec of further context
+            features (e.g. AVLnet's spectrogram), returned under their keys.
 
     Returns:
         dict: "video_id" string [B]; "start"/"end" float32 and "text" string
@@ -164,14 +166,15 @@ def parse_video_batch(serialized, cfg):
     """
     sequence = {keys.howto_frames_key(s): tf.io.RaggedFeature(tf.string)
                 for s in cfg.streams}
+    context = _video_context_spec(cfg, tf.io.RaggedFeature)
+    context.update(extra_context or {})
     ctx, seq, _ = tf.io.parse_sequence_example(
-        serialized, context_features=_video_context_spec(
-            cfg, tf.io.RaggedFeature),
-        sequence_features=sequence)
-    out = {"video_id": ctx[keys.HOWTO_VIDEO_ID],
+        serialized, context_features=context, sequence_features=sequence)
+    out = {key: ctx[key] for key in (extra_context or {})}
+    out.update({"video_id": ctx[keys.HOWTO_VIDEO_ID],
            "start": ctx[keys.HOWTO_CAPTION_START],
            "end": ctx[keys.HOWTO_CAPTION_END],
-           "text": ctx[keys.HOWTO_CAPTION_TEXT]}
+           "text": ctx[keys.HOWTO_CAPTION_TEXT]})
     checks = _video_checks(ctx, out["start"].row_lengths(), cfg)
     for s in cfg.streams:
         steps = seq[keys.howto_frames_key(s)].values  # [K steps, None bytes]
@@ -189,12 +192,19 @@ def parse_video_batch(serialized, cfg):
     return out
 
 
-def parse_clip(serialized, cfg):
+def parse_clip(serialized, cfg, extra_features=None):
     """Parses one clips-record.
+
+    Args:
+        serialized: scalar tf.string.
+        cfg: ClipConfig.
+        extra_features: optional dict key -> feature spec of further
+            features (e.g. AVLnet's spectrogram), returned under their keys.
 
     Returns:
         dict: "clip_id", "video_id" scalar strings, "text" string [C >= 1],
-        "video" float32 [feature_dim] (each stream L2-normalised).
+        "video" float32 [feature_dim] (each stream L2-normalised), and the
+        extra features.
     """
     features = {
         keys.HOWTO_CLIP_ID: tf.io.FixedLenFeature([], tf.string),
@@ -205,6 +215,7 @@ def parse_clip(serialized, cfg):
     for s, dim in zip(cfg.streams, cfg.dims):
         features[keys.howto_pooled_key(s)] = tf.io.FixedLenFeature(
             [dim], tf.float32)
+    features.update(extra_features or {})
     ex = tf.io.parse_single_example(serialized, features)
     texts = tf.sparse.to_dense(ex[keys.HOWTO_CAPTION_TEXT])
     check = tf.debugging.assert_positive(tf.size(texts),
@@ -212,9 +223,11 @@ def parse_clip(serialized, cfg):
     with tf.control_dependencies([check]):
         video = tf.concat([tf.math.l2_normalize(ex[keys.howto_pooled_key(s)])
                            for s in cfg.streams], axis=0)
-    return {"clip_id": ex[keys.HOWTO_CLIP_ID],
-            "video_id": ex[keys.HOWTO_VIDEO_ID], "text": texts,
-            "video": video}
+    out = {key: ex[key] for key in (extra_features or {})}
+    out.update({"clip_id": ex[keys.HOWTO_CLIP_ID],
+                "video_id": ex[keys.HOWTO_VIDEO_ID], "text": texts,
+                "video": video})
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -393,9 +406,10 @@ def sample_clips(videos, seed, cfg, encoder):
 
     Returns:
         dict "video" float32 [B * n_pair, feature_dim], "ids" int32
-        [B * n_pair, max_words] and "caption" int32 [B * n_pair] (the drawn
-        caption's index in its video), the n_pair pairs of a video
-        contiguous.
+        [B * n_pair, max_words], "caption" int32 [B * n_pair] (the drawn
+        caption's index in its video) and "start"/"end" float32
+        [B * n_pair] (the grown span's seconds), the n_pair pairs of a
+        video contiguous.
     """
     starts = videos["start"].flat_values  # [C] captions of all videos
     ends = videos["end"].flat_values  # [C]
@@ -431,19 +445,39 @@ def sample_clips(videos, seed, cfg, encoder):
     ids = encoder.pad_ids(words.merge_dims(1, 2), cfg.max_words)  # [U, W]
 
     span_start, span_end = tf.gather(starts, lo), tf.gather(ends, hi)
+    features = pool_video_spans(videos, video, span_start, span_end,
+                                cfg)  # [U, feature_dim]
+    return {"video": tf.gather(features, slot),  # [B*P, feature_dim]
+            "ids": tf.gather(ids, slot),  # [B*P, max_words]
+            "caption": tf.reshape(caption, [-1]),  # [B, P] -> [B*P]
+            "start": tf.gather(span_start, slot),  # [B*P]
+            "end": tf.gather(span_end, slot)}  # [B*P]
+
+
+def pool_video_spans(videos, video, span_start, span_end, cfg):
+    """Pooled, L2-normalised features of spans of a batch's videos, all
+    streams concatenated (frames ``[int(start*rate), int(end*rate)+1)`` of
+    the span's own video, each frame read once; :func:`max_pool_ranges`).
+
+    Args:
+        videos: output of :func:`parse_video_batch` (B videos).
+        video: int32 [S] index of each span's video in the batch.
+        span_start, span_end: float32 [S] seconds.
+        cfg: ClipConfig (streams).
+
+    Returns:
+        float32 [S, feature_dim].
+    """
     pooled = []
     for s in cfg.streams:
         frames = videos[f"frames/{s}"]  # [B, None, dim]
         frame_splits = tf.cast(frames.row_splits, tf.int32)  # [B + 1]
-        offset = tf.gather(frame_splits, video)  # [U]
+        offset = tf.gather(frame_splits, video)  # [S]
         f_lo, f_hi = frame_ranges(
             span_start, span_end, tf.gather(videos[f"rate/{s}"], video),
             tf.gather(frame_splits, video + 1) - offset, offset)
         pooled.append(_normalised_maxima(frames.flat_values, f_lo, f_hi))
-    features = tf.concat(pooled, axis=-1)  # [U, feature_dim]
-    return {"video": tf.gather(features, slot),  # [B*P, feature_dim]
-            "ids": tf.gather(ids, slot),  # [B*P, max_words]
-            "caption": tf.reshape(caption, [-1])}  # [B, P] -> [B*P]
+    return tf.concat(pooled, axis=-1)  # [S, feature_dim]
 
 
 def sample_clip_caption(clip, seed, cfg, encoder):
@@ -472,6 +506,26 @@ def batch_options():
     return options
 
 
+def shuffled_records(files, input_context=None, seed=0, shuffle_buffer=1024):
+    """Serialized records of a training stream: shards shuffled per pass,
+    split between input pipelines, read interleaved, then shuffled.
+
+    Args:
+        files: shard paths.
+        input_context: tf.distribute.InputContext.
+        seed: shuffle seed.
+        shuffle_buffer: records in the shuffle buffer.
+
+    Returns:
+        tf.data.Dataset of scalar tf.string, repeated forever.
+    """
+    paths = records.training_file_dataset(files, input_context, seed)
+    ds = paths.interleave(tf.data.TFRecordDataset,
+                          cycle_length=min(len(files), 16),
+                          num_parallel_calls=AUTOTUNE, deterministic=False)
+    return ds.shuffle(shuffle_buffer, seed=seed)
+
+
 def training_dataset(files, kind, cfg, encoder, batch_size,
                      input_context=None, seed=0, shuffle_buffer=1024):
     """Shuffled, repeated batches of (features, dummy labels).
@@ -496,11 +550,7 @@ def training_dataset(files, kind, cfg, encoder, batch_size,
     """
     if kind not in ("videos", "clips"):
         raise ValueError(f"kind must be 'videos' or 'clips', got {kind!r}")
-    paths = records.training_file_dataset(files, input_context, seed)
-    ds = paths.interleave(tf.data.TFRecordDataset,
-                          cycle_length=min(len(files), 16),
-                          num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.shuffle(shuffle_buffer, seed=seed)
+    ds = shuffled_records(files, input_context, seed, shuffle_buffer)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
 
     if kind == "videos":
