@@ -10,6 +10,7 @@ runs reuse it (the converter resumes and skips finished shards). A glob of
 shards, or a folder that already holds them, is read directly.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -49,8 +50,10 @@ def converted_records(dataset, video_root, output_dir, flag_name,
     """Shards of ``dataset`` converted from the raw videos of ``video_root``.
 
     Runs the converter (``python -m tfrecord_tools.milnce_writer``) unless
-    ``output_dir`` holds a finished conversion of it, and returns the
-    shards. The converter resumes: an interrupted conversion continues.
+    ``output_dir`` holds a finished conversion of it with the same frame
+    settings (:func:`finished_conversion`: then no process is started), and
+    returns the shards. The converter resumes: an interrupted conversion
+    continues.
 
     Args:
         dataset: converter ``--dataset`` (howto100m, msrvtt, youcook, hmdb).
@@ -75,6 +78,11 @@ def converted_records(dataset, video_root, output_dir, flag_name,
             f"--{flag_name}={video_root} is neither TFRecord shards nor a "
             f"folder of videos")
     prefix = prefix or dataset
+    finished = finished_conversion(output_dir, prefix, converter_args)
+    if finished:
+        print(f"Reusing {len(finished)} shard(s) converted earlier from "
+              f"--{flag_name}={video_root} in {output_dir}", flush=True)
+        return finished
     command = [sys.executable, "-m", converter,
                *([f"--dataset={dataset}", f"--video_path={video_root}"]
                  if dataset else []),
@@ -93,6 +101,41 @@ def converted_records(dataset, video_root, output_dir, flag_name,
         raise UserInputError(f"converting --{flag_name}={video_root} wrote "
                              f"no shards into {output_dir}")
     return files
+
+
+def _option_values(converter_args):
+    """{option: value} of ``--name=value`` converter flags."""
+    return dict(arg[2:].split("=", 1) for arg in converter_args
+                if arg.startswith("--") and "=" in arg)
+
+
+def finished_conversion(output_dir, prefix, converter_args=()):
+    """The shards of a finished conversion in ``output_dir`` made with the
+    same frame settings, or [] (then the converter runs, and resumes).
+
+    A conversion is finished when its manifest (written last) lists shards
+    that all exist; ``--fps`` and ``--short_side`` among ``converter_args``
+    must equal the manifest's options, so changed settings convert again.
+    """
+    manifest = os.path.join(output_dir, f"manifest-{prefix}.json")
+    if not tf.io.gfile.exists(manifest):
+        return []
+    try:
+        with tf.io.gfile.GFile(manifest) as f:
+            data = json.load(f)
+        names = [shard["name"] for shard in data["shards"]]
+        options = data.get("options", {})
+    except (ValueError, KeyError, TypeError):
+        return []
+    wanted = _option_values(converter_args)
+    for key in ("fps", "short_side"):
+        if key in wanted and key in options and (
+                float(wanted[key]) != float(options[key])):
+            return []
+    files = [os.path.join(output_dir, name) for name in names]
+    if not files or not all(tf.io.gfile.exists(f) for f in files):
+        return []
+    return sorted(files)
 
 
 def records_or_convert(path, dataset, cache_dir, flag_name,
