@@ -31,7 +31,24 @@ Caption files (`--captions`) per `--dataset`:
   several captions.
 * any dataset: the authors' pickle (a list of dicts with "id", "caption",
   "2d", "3d" and optionally "video_id"), read only with `--allow_pickle`;
-  it carries the features, so `--features` is not needed.
+  it carries the features, so `--features` is not needed. AVLnet's
+  released pickles (YouCook2, CrossTask, YouCook-Japanese: "2d", "3d",
+  "audio", "caption"; MSR-VTT: "2d_pooled", "3d_pooled", "audio",
+  "caption" (a list of sentences in the train set), "eval_caption" (the
+  test query)) convert the same way: "audio" (a [40, T] log-mel
+  spectrogram, torch tensor or array) becomes the AVLnet spectrogram keys
+  of `input_pipeline.features` with all T frames valid (the original's
+  loaders take `nframes` = T), and an "eval_caption" is the clip's first
+  caption (the query), followed by its other sentences.
+
+Audio (AVLnet) from files: `--features_path_audio` names a directory of
+`<clip_id>_spec.npz` / `<clip_id>.npz` spectrograms (as
+`tfrecord_tools.audio_spectrograms` writes them) or `<clip_id>.wav` files.
+With audio in play (a pickle with "audio" fields, or that flag), a clip
+without audio is rejected, except in the MSR-VTT test split, where it is
+written without the audio keys: the reader flags it (`has_audio` False)
+and the evaluation counts it as a miss, as the authors did for the 32 of
+1,000 test clips without audio.
 
 Features (`--features`), the clip's pooled vector per stream ([dim], or
 [num_frames, dim], which is max-pooled over frames):
@@ -70,6 +87,7 @@ from tfrecord_tools import cli
 from tfrecord_tools import tf_features
 from tfrecord_tools import conversion
 from tfrecord_tools import howto_writer
+from vidcore import audio as core_audio
 
 DATASETS = ("msrvtt", "youcook", "lsmdc", "csv")
 SPLITS = ("test", "train")
@@ -122,7 +140,7 @@ def check_pooled(values, where, dim=None, dim_flag=None):
     return values.astype(np.float32)
 
 
-def make_clip_example(clip_id, video_id, texts, pooled):
+def make_clip_example(clip_id, video_id, texts, pooled, audio=None):
     """Builds one clip record.
 
     Args:
@@ -131,6 +149,7 @@ def make_clip_example(clip_id, video_id, texts, pooled):
         texts: non-empty list of non-empty caption strings.
         pooled: dict stream name ("2d", "3d") -> float array [dim] (or
             [num_frames, dim], max-pooled here).
+        audio: optional howto_writer.Audio (AVLnet): the clip's spectrogram.
 
     Returns:
         tf.train.Example.
@@ -155,6 +174,11 @@ def make_clip_example(clip_id, video_id, texts, pooled):
         values = check_pooled(values, f"{where} stream {stream!r}")
         feature[F.howto_pooled_key(stream)] = tf.train.Feature(
             float_list=tf.train.FloatList(value=values.tolist()))
+    if audio is not None:
+        try:
+            feature.update(howto_writer.audio_context(audio))
+        except cli.InputError as e:
+            raise cli.InputError(f"{where}: {e}") from None
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
@@ -166,7 +190,8 @@ def parse_clip_example(serialized):
 
     Returns:
         Dict "clip_id", "video_id" (str), "texts" (list of str), "pooled"
-        (dict stream -> float32 array).
+        (dict stream -> float32 array), "audio" (howto_writer.Audio or
+        None).
     """
     feature = tf.train.Example.FromString(serialized).features.feature
     pooled = {}
@@ -180,6 +205,7 @@ def parse_clip_example(serialized):
         "texts": [t.decode("utf-8") for t in
                   feature[F.HOWTO_CAPTION_TEXT].bytes_list.value],
         "pooled": pooled,
+        "audio": howto_writer.parse_audio_feature(feature),
     }
 
 
@@ -371,14 +397,32 @@ def read_clip_pickle(path, allow_pickle):
         where = f"{path}[{i}]"
         if not isinstance(entry, dict) or "id" not in entry:
             raise cli.InputError(f"{where}: expected a dict with an 'id'")
-        caption = entry.get("caption")
-        texts = ([] if caption is None else
-                 [caption] if isinstance(caption, (str, bytes))
-                 else list(caption))
-        clip = _clip(str(entry["id"]), entry.get("video_id"), texts, where)
-        clip["features"] = {s: entry.get(s) for s in F.HOWTO_STREAMS}
+        clip = _clip(str(entry["id"]), entry.get("video_id"),
+                     _pickle_texts(entry), where)
+        # HowTo100M / AVLnet YouCook2: "2d"; AVLnet MSR-VTT: "2d_pooled".
+        clip["features"] = {
+            s: entry.get(s, entry.get(f"{s}_pooled")) for s in
+            F.HOWTO_STREAMS}
+        if "audio" in entry:
+            audio = entry["audio"]
+            clip["audio"] = None if audio is None else _to_numpy(audio)
         clips.append(clip)
     return clips
+
+
+def _pickle_texts(entry):
+    """A pickle entry's captions: "eval_caption" (MSR-VTT's test query)
+    first, then "caption" (a string or a list of sentences)."""
+    texts = []
+    for key in ("eval_caption", "caption"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        for text in ([value] if isinstance(value, (str, bytes))
+                     else list(value)):
+            if text not in texts:
+                texts.append(text)
+    return texts
 
 
 def read_clips(dataset, captions, split="test", json_path=None,
@@ -538,11 +582,17 @@ class ClipSettings:
         streams: stream names, e.g. ("2d", "3d").
         dims: expected feature size of each stream.
         features: the --features source (for messages).
+        audio: "" (no audio), "pickle" (the items carry it) or the
+            --features_path_audio directory.
+        keep_missing_audio: write a clip without audio (MSR-VTT test)
+            instead of rejecting it.
     """
 
     streams: tuple = F.HOWTO_STREAMS
     dims: tuple = (F.HOWTO_DEFAULT_DIMS["2d"], F.HOWTO_DEFAULT_DIMS["3d"])
     features: str = ""
+    audio: str = ""
+    keep_missing_audio: bool = False
 
 
 def _clip_feature(item, stream, settings):
@@ -562,6 +612,26 @@ def _clip_feature(item, stream, settings):
             f"no {stream} feature for this clip in "
             f"{settings.features or item['where']}")
     return _to_numpy(value), settings.features or item["where"]
+
+
+def _clip_audio(item, settings):
+    """The clip's Audio, or None when it has none (see the module
+    docstring); Reject for unreadable audio."""
+    if settings.audio == "pickle":
+        spectrogram = item.get("audio")
+        if spectrogram is not None and np.ndim(spectrogram) == 2 and \
+                np.shape(spectrogram)[1] > 0:
+            return howto_writer.Audio(spectrogram, np.shape(spectrogram)[1],
+                                      core_audio.SAMPLE_RATE)
+        if spectrogram is not None and np.ndim(spectrogram) != 2:
+            raise conversion.Reject(
+                f"{item['where']}: audio of shape "
+                f"{list(np.shape(spectrogram))}; expected "
+                f"[{core_audio.NUM_MEL_BINS}, num_frames]")
+        return None
+    looked = howto_writer.audio_candidates(settings.audio, item["id"])
+    path = next((p for p in looked if tf.io.gfile.exists(p)), None)
+    return None if path is None else howto_writer.load_audio(path)
 
 
 def convert_clip(item, settings):
@@ -585,8 +655,14 @@ def convert_clip(item, settings):
             pooled[stream] = check_pooled(
                 values, f"{source}: clip {item['id']!r} stream {stream}",
                 dim=dim, dim_flag=f"--feature_dim_{stream}")
+        audio = _clip_audio(item, settings) if settings.audio else None
+        if settings.audio and audio is None and \
+                not settings.keep_missing_audio:
+            raise conversion.Reject(
+                f"{item['where']}: no audio for clip {item['id']!r} (kept "
+                f"without audio only in the MSR-VTT test split)")
         example = make_clip_example(item["id"], item["video_id"],
-                                    item["texts"], pooled)
+                                    item["texts"], pooled, audio)
     except cli.InputError as e:
         raise conversion.Reject(str(e)) from None
     return [example.SerializeToString(deterministic=True)]
@@ -595,7 +671,7 @@ def convert_clip(item, settings):
 def convert_eval_set(dataset, captions, features, output_dir, split="test",
                      json_path=None, prefix=None, num_shards=1,
                      streams=F.HOWTO_STREAMS, dims=None, allow_pickle=False,
-                     **conversion_kwargs):
+                     features_path_audio="", **conversion_kwargs):
     """Converts an evaluation / fine-tuning set into clip Example shards.
 
     Args:
@@ -610,6 +686,8 @@ def convert_eval_set(dataset, captions, features, output_dir, split="test",
         streams: stream names.
         dims: expected sizes per stream (default 2048 each).
         allow_pickle: permit a pickle caption file.
+        features_path_audio: AVLnet audio directory ("" for none; a pickle
+            with "audio" fields needs none).
         **conversion_kwargs: runner, num_workers, beam_runner,
             beam_options, progress (see conversion.convert_items).
 
@@ -630,11 +708,19 @@ def convert_eval_set(dataset, captions, features, output_dir, split="test",
     source = None if from_pickle and not features else load_features(
         features, streams, [c["id"] for c in clips])
     items = attach_features(clips, source, streams)
-    settings = ClipSettings(streams, dims, features or captions)
+    if features_path_audio and not tf.io.gfile.isdir(features_path_audio):
+        raise cli.MissingInputError(f"--features_path_audio: no such "
+                                    f"directory {features_path_audio}")
+    audio = features_path_audio or (
+        "pickle" if any("audio" in c for c in clips) else "")
+    settings = ClipSettings(
+        streams, dims, features or captions, audio,
+        keep_missing_audio=(dataset, split) == ("msrvtt", "test"))
     prefix = prefix or DEFAULT_PREFIXES.get((dataset, split), "clips")
     options = {"source": f"howto_eval_{dataset}_{split}",
                "captions": captions, "json": json_path, "features": features,
-               "streams": list(streams), "dims": list(dims)}
+               "streams": list(streams), "dims": list(dims),
+               "audio": audio}
     return conversion.convert_items(
         items, functools.partial(convert_clip, settings=settings),
         output_dir, prefix, num_shards, options=options, **conversion_kwargs)
@@ -661,6 +747,11 @@ flags.DEFINE_string(
     "features", None,
     "Pooled clip features: the authors' .pth (needs PyTorch), an .npz with "
     "arrays <stream>/<clip_id>, or a directory <stream>/<clip_id>.npy.",
+    flag_values=FLAGS)
+flags.DEFINE_string(
+    "features_path_audio", "",
+    "AVLnet: directory of <clip_id>_spec.npz / <clip_id>.npz spectrograms or "
+    "<clip_id>.wav files (a pickle with 'audio' fields needs none).",
     flag_values=FLAGS)
 flags.DEFINE_boolean("allow_pickle", False,
                      "Allow reading a pickle --captions file (unpickling can "
@@ -693,7 +784,9 @@ def main(argv):
     result = convert_eval_set(
         FLAGS.dataset, FLAGS.captions, FLAGS.features, split=FLAGS.split,
         json_path=FLAGS.json, streams=streams, dims=dims,
-        allow_pickle=FLAGS.allow_pickle, **conversion.flag_kwargs(FLAGS))
+        allow_pickle=FLAGS.allow_pickle,
+        features_path_audio=FLAGS.features_path_audio,
+        **conversion.flag_kwargs(FLAGS))
     print(result.summary())
     return 0
 

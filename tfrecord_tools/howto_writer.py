@@ -24,6 +24,18 @@ Inputs, as released:
   `<video_id>.npy` or `.npz` (the first array of the npz), directly or under
   `<task>/`; each array is [num_frames, dim]. `--features_path_3D=""`
   writes no 3D stream.
+* `--features_path_audio` (AVLnet, optional): a directory of each video's
+  audio, looked up as the AVLnet training instructions lay it out
+  (`<root>/<path from --csv>{_2d.npz,_3d.npz,.wav}`) and where
+  `tfrecord_tools.audio_spectrograms` and the original's loader put
+  precomputed spectrograms, in this order: `<root>/<path>_spec.npz`,
+  `<root>/<path>/<video_id>_spec.npz` (the original loader's place),
+  `<root>/<path>.npz`, `<root>/<path>.wav` (with no `path` column, `<path>`
+  is `<video_id>`, then `<task>/<video_id>`). A `.wav` becomes the log-mel
+  spectrogram of `vidcore.audio` (`audio_spectrograms.file_spectrogram`; a
+  wav at another sample rate is resampled to 16 kHz and logged); an `.npz`
+  holds it already (`arr_0` [40, T], float16). The record then also holds
+  the whole video's spectrogram (AVLnet keys of `input_pipeline.features`).
 * `--caption_path`: a directory of `<video_id>.csv` files with columns
   start,end,text (MIL-NCE's release); a `.json` file mapping video_id ->
   {"start": [...], "end": [...], "text": [...]}; or the release's
@@ -34,7 +46,9 @@ Videos that cannot be converted are rejected with a reason (listed in
 `rejects-<prefix>.jsonl`, see `conversion`): missing or unreadable feature
 file, wrong feature size, NaN or float16-overflowing values, no frames,
 missing or empty captions, malformed caption CSV line (file:line), a caption
-whose start is after its end.
+whose start is after its end; with `--features_path_audio`: no audio file,
+an unreadable wav or spectrogram, audio shorter than the video's features
+(by more than one feature period; the reason says by how much).
 
 CLI:
 
@@ -59,12 +73,19 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import features as F
+from tfrecord_tools import audio_decode
+from tfrecord_tools import audio_spectrograms
 from tfrecord_tools import cli
 from tfrecord_tools import tf_features
 from tfrecord_tools import conversion
+from vidcore import audio as core_audio
 
 Stream = collections.namedtuple("Stream", ["frames", "rate"])
 Stream.__doc__ = "One stream of a video: frames [T, dim], rate (per second)."
+Audio = collections.namedtuple("Audio",
+                               ["spectrogram", "nframes", "source_rate"])
+Audio.__doc__ = ("A video's log-mel spectrogram [40, T] (vidcore.audio), its "
+                 "valid frames and the source's sample rate.")
 
 CAPTION_FIELDS = ("start", "end", "text")
 FEATURE_EXTENSIONS = (".npy", ".npz")
@@ -181,7 +202,47 @@ def check_frames(frames, where, dim=None, dim_flag=None):
     return half
 
 
-def make_video_example(video_id, captions, streams):
+def audio_context(audio):
+    """AVLnet context/Example features of a spectrogram.
+
+    Args:
+        audio: Audio (spectrogram float array [40, T], valid frames, source
+            sample rate).
+
+    Returns:
+        dict key -> tf.train.Feature (AVLnet keys of input_pipeline.features).
+
+    Raises:
+        InputError: not [40, T], NaN or beyond the float16 range.
+    """
+    spectrogram = np.asarray(audio.spectrogram)
+    if spectrogram.ndim != 2 or spectrogram.shape[0] != \
+            core_audio.NUM_MEL_BINS:
+        raise cli.InputError(
+            f"spectrogram of shape {list(spectrogram.shape)}; expected "
+            f"[{core_audio.NUM_MEL_BINS}, num_frames]")
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(spectrogram.astype(_FLOAT16_LE)).all():
+            raise cli.InputError("spectrogram holds NaN or values beyond "
+                                 "the float16 range")
+    nframes = int(audio.nframes)
+    if not 0 <= nframes <= spectrogram.shape[1]:
+        raise cli.InputError(f"spectrogram valid frames {nframes} not in "
+                             f"[0, {spectrogram.shape[1]}]")
+    return {
+        F.AVL_SPECTROGRAM: tf_features.bytes_feature(
+            [core_audio.encode_spectrogram(spectrogram)]),
+        F.AVL_SPECTROGRAM_FRAMES: tf_features.int64_feature([nframes]),
+        F.AVL_SPECTROGRAM_BINS: tf_features.int64_feature(
+            [core_audio.NUM_MEL_BINS]),
+        F.AVL_SPECTROGRAM_RATE: tf_features.float_feature(
+            [core_audio.FRAMES_PER_SECOND]),
+        F.AVL_AUDIO_SOURCE_RATE: tf_features.int64_feature(
+            [int(audio.source_rate)]),
+    }
+
+
+def make_video_example(video_id, captions, streams, audio=None):
     """Builds one HowTo100M training record.
 
     Args:
@@ -191,6 +252,7 @@ def make_video_example(video_id, captions, streams):
         streams: dict stream name ("2d", "3d") -> Stream(frames [T, dim]
             float array, rate frames per second) (a plain (frames, rate)
             tuple works too).
+        audio: optional Audio (AVLnet): the whole video's spectrogram.
 
     Returns:
         tf.train.SequenceExample.
@@ -217,6 +279,8 @@ def make_video_example(video_id, captions, streams):
         feature_lists[F.howto_frames_key(name)] = tf.train.FeatureList(
             feature=[tf_features.bytes_feature([row.tobytes()])
                      for row in half])
+    if audio is not None:
+        context.update(audio_context(audio))
     return tf.train.SequenceExample(
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list=feature_lists))
@@ -230,8 +294,9 @@ def parse_video_example(serialized):
 
     Returns:
         Dict "video_id" (str), "captions" (dict of lists: start, end as
-        float32-rounded floats, text as str) and "streams" (dict name ->
-        Stream(float16 array [T, dim], rate)).
+        float32-rounded floats, text as str), "streams" (dict name ->
+        Stream(float16 array [T, dim], rate)) and "audio" (Audio with a
+        float16 [40, T] spectrogram, or None).
     """
     example = tf.train.SequenceExample.FromString(serialized)
     ctx = example.context.feature
@@ -252,7 +317,20 @@ def parse_video_example(serialized):
                      ctx[F.HOWTO_CAPTION_TEXT].bytes_list.value],
         },
         "streams": streams,
+        "audio": parse_audio_feature(ctx),
     }
+
+
+def parse_audio_feature(feature):
+    """Audio of a record's feature map (context or Example), or None."""
+    if F.AVL_SPECTROGRAM not in feature:
+        return None
+    raw = feature[F.AVL_SPECTROGRAM].bytes_list.value[0]
+    frames = np.frombuffer(raw, dtype=_FLOAT16_LE).reshape(
+        -1, core_audio.NUM_MEL_BINS)  # [T, 40] time-major
+    return Audio(frames.T, feature[F.AVL_SPECTROGRAM_FRAMES].int64_list
+                 .value[0], feature[F.AVL_AUDIO_SOURCE_RATE].int64_list
+                 .value[0])
 
 
 # -- feature files ------------------------------------------------------------
@@ -547,6 +625,8 @@ class VideoSettings:
         caption_path: caption source (for messages and CSV lookup).
         caption_kind: "dir" (per-video CSV files) or "dict" (captions are
             carried by the items).
+        features_path_audio: AVLnet audio directory (wav or spectrogram
+            npz), "" for none.
     """
 
     features_path: str
@@ -557,6 +637,7 @@ class VideoSettings:
     feature_dim_3d: int = F.HOWTO_DEFAULT_DIMS["3d"]
     caption_path: str = ""
     caption_kind: str = "dir"
+    features_path_audio: str = ""
 
     def streams(self):
         """[(name, directory, rate, dim, flag suffix)] of the streams."""
@@ -595,6 +676,100 @@ def _item_stream(item, name, directory, rate, dim, suffix):
     return Stream(frames, rate)
 
 
+def audio_candidates(audio_dir, video_id, task=None, rel_path=None):
+    """Paths where a video's audio may be, in lookup order (module
+    docstring: precomputed spectrograms first, then the wav).
+
+    Args:
+        audio_dir: the --features_path_audio directory.
+        video_id: the video id.
+        task: optional task sub-directory.
+        rel_path: optional path from the CSV's `path` column (a feature
+            extension on it is dropped).
+
+    Returns:
+        List of paths.
+    """
+    if rel_path:
+        rel_path = rel_path[len("None/"):] if rel_path.startswith(
+            "None/") else rel_path
+        if rel_path.endswith(FEATURE_EXTENSIONS):
+            rel_path = os.path.splitext(rel_path)[0]
+        bases = [os.path.join(audio_dir, rel_path)]
+    else:
+        bases = [os.path.join(audio_dir, video_id)]
+        if task:
+            bases.append(os.path.join(audio_dir, str(task), video_id))
+    out = []
+    for base in bases:
+        out += [base + "_spec.npz", os.path.join(base, video_id + "_spec.npz"),
+                base + ".npz", base + ".wav"]
+    return out
+
+
+def load_audio(path):
+    """A video's spectrogram from a `.wav` (computed) or an `.npz`.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Audio.
+
+    Raises:
+        InputError: unreadable file (decoder's or numpy's words).
+    """
+    if path.endswith(".npz"):
+        try:
+            spectrogram, nframes = audio_spectrograms.load_spectrogram_npz(
+                path)
+        except cli.InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy/zip/OS read errors
+            raise cli.InputError(
+                f"{path}: unreadable spectrogram ({type(e).__name__}: "
+                f"{' '.join(str(e).split())})") from None
+        return Audio(spectrogram, nframes, core_audio.SAMPLE_RATE)
+    try:
+        spectrogram, nframes, decoded = audio_spectrograms.file_spectrogram(
+            path)
+    except audio_decode.AudioError as e:
+        raise cli.InputError(f"unreadable audio: {e}") from None
+    return Audio(spectrogram, nframes, decoded.source_rate)
+
+
+def check_audio_length(audio, streams, where):
+    """Rejects audio shorter than the video's features.
+
+    The video lasts max over streams of frames / rate seconds; the audio
+    nframes / 100. One feature period (the largest 1 / rate) is allowed,
+    as a feature frame may cover a part-second at the end.
+
+    Raises:
+        InputError: saying by how much the audio is shorter.
+    """
+    video_seconds = max(len(s.frames) / s.rate for s in streams.values())
+    audio_seconds = audio.nframes / core_audio.FRAMES_PER_SECOND
+    slack = max(1.0 / s.rate for s in streams.values())
+    if audio_seconds + slack < video_seconds:
+        raise cli.InputError(
+            f"{where}: audio of {audio_seconds:.2f} s is shorter than the "
+            f"video's features ({video_seconds:.2f} s) by "
+            f"{video_seconds - audio_seconds:.2f} s")
+
+
+def _item_audio(item, settings, streams):
+    """Loads and checks the item's audio; returns Audio."""
+    looked = audio_candidates(settings.features_path_audio, item["id"],
+                              item.get("task"), item.get("path"))
+    path = next((p for p in looked if tf.io.gfile.exists(p)), None)
+    if path is None:
+        raise conversion.Reject(f"missing audio file: none of {looked}")
+    audio = load_audio(path)
+    check_audio_length(audio, streams, path)
+    return audio
+
+
 def convert_video(item, settings):
     """Converts one video (a read_video_list item) into its record.
 
@@ -615,7 +790,9 @@ def convert_video(item, settings):
         for name, directory, rate, dim, suffix in settings.streams():
             streams[name] = _item_stream(item, name, directory, rate, dim,
                                          suffix)
-        example = make_video_example(item["id"], captions, streams)
+        audio = (_item_audio(item, settings, streams)
+                 if settings.features_path_audio else None)
+        example = make_video_example(item["id"], captions, streams, audio)
     except cli.InputError as e:
         raise conversion.Reject(str(e)) from None
     return [example.SerializeToString(deterministic=True)]
@@ -681,6 +858,11 @@ def _check_settings(settings):
     if not tf.io.gfile.isdir(settings.features_path):
         raise cli.MissingInputError(
             f"--features_path: no such directory {settings.features_path}")
+    if settings.features_path_audio and not tf.io.gfile.isdir(
+            settings.features_path_audio):
+        raise cli.MissingInputError(
+            f"--features_path_audio: no such directory "
+            f"{settings.features_path_audio}")
     if settings.features_path_3d and not tf.io.gfile.isdir(
             settings.features_path_3d):
         raise cli.MissingInputError(
@@ -713,6 +895,12 @@ flags.DEFINE_string(
     "features_path_3D", "",
     "3D feature directory, same layout; empty = no 3D stream.",
     flag_values=FLAGS)
+flags.DEFINE_string(
+    "features_path_audio", "",
+    "AVLnet: audio directory (<path>.wav, or spectrograms <path>_spec.npz / "
+    "<path>/<video_id>_spec.npz as tfrecord_tools.audio_spectrograms and "
+    "the original write them); each record then holds the video's log-mel "
+    "spectrogram. Empty = no audio.", flag_values=FLAGS)
 flags.DEFINE_float("feature_rate_2d", F.HOWTO_DEFAULT_RATES["2d"],
                    "2D features per second of video.", flag_values=FLAGS)
 flags.DEFINE_float("feature_rate_3d", F.HOWTO_DEFAULT_RATES["3d"],
@@ -747,7 +935,8 @@ def main(argv):
         feature_rate_2d=FLAGS.feature_rate_2d,
         feature_rate_3d=FLAGS.feature_rate_3d,
         feature_dim_2d=FLAGS.feature_dim_2d,
-        feature_dim_3d=FLAGS.feature_dim_3d)
+        feature_dim_3d=FLAGS.feature_dim_3d,
+        features_path_audio=FLAGS.features_path_audio)
     result = convert_videos(FLAGS.csv, FLAGS.caption_path, settings,
                             allow_pickle=FLAGS.allow_pickle,
                             **conversion.flag_kwargs(FLAGS))
