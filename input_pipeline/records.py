@@ -396,3 +396,19 @@ def count_records(files):
     :func:`manifest_record_count`)."""
     return int(tf.data.TFRecordDataset(list(files)).reduce(
         tf.constant(0, tf.int64), lambda c, _: c + 1))
+
+
+def steps_per_epoch(files, global_batch, unit="records"):
+    """Full global batches in one pass over the shards (the records from
+    the converters' manifests, else counted).
+
+    Raises:
+        DataError: fewer records than one global batch.
+    """
+    count = manifest_record_count(files)
+    if count is None:
+        count = count_records(files)
+    if count < global_batch:
+        raise DataError(f"{count} training {unit} are fewer than one global "
+                        f"batch of {global_batch}; lower --batch_size")
+    return count // global_batch
