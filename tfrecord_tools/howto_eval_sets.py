@@ -16,7 +16,8 @@ Caption files (`--captions`) per `--dataset`:
 
 * `msrvtt`, `--split=test`: the 1k-A test CSV with columns
   key,vid_key,video_id,sentence; clip id = video id = `video_id`.
-* `msrvtt`, `--split=train` (fine-tuning): the train CSV of video ids
+* `msrvtt`, `--split=train` (fine-tuning): the authors' pickle (below),
+  or the train CSV of video ids
   (header `video_id`, or one id a line) plus `--json`, MSR-VTT's
   `videodatainfo.json` ({"sentences": [{"video_id", "caption"}, ...]}); one
   record per video holding all of its sentences, in JSON order.
@@ -453,10 +454,10 @@ def read_clips(dataset, captions, split="test", json_path=None,
             "use --dataset=csv for other training clips")
     if not tf.io.gfile.exists(captions):
         raise cli.MissingInputError(f"--captions: no such file {captions}")
+    if howto_writer.is_pickle_file(captions):  # e.g. msrvtt_train.pkl
+        return read_clip_pickle(captions, allow_pickle)
     if split == "train":
         return read_msrvtt_train(captions, json_path)
-    if howto_writer.is_pickle_file(captions):
-        return read_clip_pickle(captions, allow_pickle)
     reader = {"msrvtt": read_msrvtt_test, "youcook": read_youcook_csv,
               "lsmdc": read_lsmdc, "csv": read_generic_csv}[dataset]
     clips = reader(captions)
