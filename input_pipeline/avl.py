@@ -176,12 +176,13 @@ def decode_windows(data, valid, first, count, frames):
                                 count * FRAME_BYTES)  # [B, P]
     # The padded decode has no float16 kernel: decode the 16-bit words and
     # reinterpret them (zero bits are +0.0).
+    # The transpose moves 16-bit words, half the bytes of float32.
     words = tf.io.decode_raw(windows, tf.uint16, little_endian=True,
                              fixed_length=frames * FRAME_BYTES)
-    values = tf.bitcast(words, tf.float16)  # [B, P, frames * 40]
     # [B, P, frames * 40] -> [B * P, frames, 40] -> [B * P, 40, frames]
-    values = tf.reshape(values, [-1, frames, core_audio.NUM_MEL_BINS])
-    audio = tf.transpose(tf.cast(values, tf.float32), [0, 2, 1])
+    words = tf.reshape(words, [-1, frames, core_audio.NUM_MEL_BINS])
+    words = tf.transpose(words, [0, 2, 1])
+    audio = tf.cast(tf.bitcast(words, tf.float16), tf.float32)
     return audio, tf.reshape(count, [-1])
 
 
