@@ -88,6 +88,7 @@ def measure(shape, batch, opts):
                                            outputs["text_embedding"])
 
     strategy = tf.distribute.get_strategy()
+    keras.utils.set_random_seed(0)  # the same initial weights every run
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         trainer = training.Trainer(
