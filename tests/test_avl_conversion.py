@@ -94,8 +94,15 @@ def howto_audio(tmp_path_factory):
                                                       exist_ok=True)
         f2 = _frames(rng, seconds, 1.0, DIM_2D)
         f3 = _frames(rng, seconds, 1.5, DIM_3D)
-        np.save(d2 / f"{path}.npy", f2)
-        np.save(d3 / f"{path}.npy", f3)
+        for directory, stream, f in ((d2, "2d", f2), (d3, "3d", f3)):
+            if vid == "vidWav":  # AVLnet's training.md: <path>_2d.npz
+                np.savez(directory / f"{path}_{stream}.npz", features=f)
+            elif vid == "vidOrig":  # its loader: <path>/<id>_2d.npz
+                (directory / path).mkdir(parents=True)
+                np.savez(directory / path / f"{vid}_{stream}.npz",
+                         features=f)
+            else:
+                np.save(directory / f"{path}.npy", f)
         frames[vid] = (f2, f3)
         captions[vid] = {"start": [0.0, 1.0], "end": [2.0, 2.5],
                          "text": ["cut the onion", "add salt"]}
@@ -153,8 +160,9 @@ def test_howto_writer_audio_records_and_every_reject(howto_audio, tmp_path,
         assert p["audio"].nframes == expected.shape[1]
         assert p["audio"].source_rate == (8000 if vid == "vidResampled"
                                           else 16000)
-        assert p["streams"]["2d"].frames.tobytes() == \
-            howto_audio["frames"][vid][0].tobytes()
+        for stream, frames in zip(("2d", "3d"), howto_audio["frames"][vid]):
+            assert p["streams"][stream].frames.tobytes() == \
+                frames.tobytes()
     assert parsed["vidWav"]["audio"].nframes == 300  # 2.99 s: 1 + N // 160
     assert parsed["vidResampled"]["audio"].nframes == 599
     rejects = read_rejects(out, "train")

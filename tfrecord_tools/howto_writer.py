@@ -23,7 +23,9 @@ Inputs, as released:
 * `--features_path` / `--features_path_3D`: directories holding
   `<video_id>.npy` or `.npz` (the first array of the npz), directly or under
   `<task>/`; each array is [num_frames, dim]. `--features_path_3D=""`
-  writes no 3D stream.
+  writes no 3D stream. With a `path` column, AVLnet's layouts are found
+  too: `<path>_2d.npz` / `<path>_3d.npz` (its training instructions) and
+  `<path>/<video_id>_2d.npz` (its loader).
 * `--features_path_audio` (AVLnet, optional): a directory of each video's
   audio, looked up as the AVLnet training instructions lay it out
   (`<root>/<path from --csv>{_2d.npz,_3d.npz,.wav}`) and where
@@ -366,7 +368,8 @@ def load_array(path):
             f"{' '.join(str(e).split())})") from None
 
 
-def feature_candidates(features_dir, video_id, task=None, rel_path=None):
+def feature_candidates(features_dir, video_id, task=None, rel_path=None,
+                       stream=None):
     """Paths where a video's feature file may be, in lookup order.
 
     Args:
@@ -374,7 +377,11 @@ def feature_candidates(features_dir, video_id, task=None, rel_path=None):
         video_id: the video id.
         task: optional task sub-directory.
         rel_path: optional path relative to features_dir (from the CSV's
-            `path` column); with no .npy/.npz extension both are tried.
+            `path` column); with no .npy/.npz extension both are tried,
+            then (with `stream`) AVLnet's layouts `<path>_<stream>.npz`
+            (its training instructions) and `<path>/<video_id>_<stream>.npz`
+            (its loader).
+        stream: the stream's name ("2d", "3d"), for AVLnet's layouts.
 
     Returns:
         List of paths.
@@ -385,16 +392,22 @@ def feature_candidates(features_dir, video_id, task=None, rel_path=None):
         base = os.path.join(features_dir, rel_path)
         if base.endswith(FEATURE_EXTENSIONS):
             return [base]
-        return [base + ext for ext in FEATURE_EXTENSIONS]
+        out = [base + ext for ext in FEATURE_EXTENSIONS]
+        if stream:
+            out += [f"{base}_{stream}.npz",
+                    os.path.join(base, f"{video_id}_{stream}.npz")]
+        return out
     stems = [os.path.join(features_dir, video_id)]
     if task:
         stems.append(os.path.join(features_dir, str(task), video_id))
     return [stem + ext for stem in stems for ext in FEATURE_EXTENSIONS]
 
 
-def find_feature_file(features_dir, video_id, task=None, rel_path=None):
+def find_feature_file(features_dir, video_id, task=None, rel_path=None,
+                      stream=None):
     """First existing feature file of a video, or None."""
-    for path in feature_candidates(features_dir, video_id, task, rel_path):
+    for path in feature_candidates(features_dir, video_id, task, rel_path,
+                                   stream):
         if tf.io.gfile.exists(path):
             return path
     return None
@@ -665,10 +678,10 @@ def _item_captions(item, settings):
 def _item_stream(item, name, directory, rate, dim, suffix):
     """Loads and checks one stream of the item; returns Stream."""
     path = find_feature_file(directory, item["id"], item.get("task"),
-                             item.get("path"))
+                             item.get("path"), name)
     if path is None:
         looked = feature_candidates(directory, item["id"], item.get("task"),
-                                    item.get("path"))
+                                    item.get("path"), name)
         raise conversion.Reject(
             f"missing {name.upper()} feature file: none of {looked}")
     frames = check_frames(load_array(path), path, dim=dim,
