@@ -17,7 +17,10 @@ short side 256), timing the conversion, and then times, for each size
 * reader alone: ``input_pipeline.milnce.feature_windows_dataset`` on the
   same records, iterated to the end (decode, crop, resize; no model);
 * model alone: the same ``s3dg`` trunk on in-memory batches of the same
-  shape and number, traced beforehand (the compute limit).
+  shape and number, traced beforehand (the compute limit);
+* trunk trace alone: tracing the trunk's inference graph once (what each
+  extract_features call spends before its first batch; the reader
+  already runs meanwhile).
 
 ``--copies`` N lists every clip N times (links under other names, so N x
 the videos and windows; the ids differ) to give the model more than a
@@ -95,12 +98,8 @@ def time_size(model, files, num_frames, side, opts, work_dir):
     def extract():
         out = os.path.join(work_dir, f"features_{num_frames}x{side}")
         shutil.rmtree(out, ignore_errors=True)
-        paths = milnce_eval.extract_features(model, files, cfg,
-                                             opts.batch_size, out,
-                                             progress=False)
-        counted["videos"] = len(paths)
-        counted["windows"] = sum(
-            len(np.load(p)["start_time"]) for p in paths)
+        counted["paths"] = milnce_eval.extract_features(
+            model, files, cfg, opts.batch_size, out, progress=False)
 
     def read():
         batches = windows = 0
@@ -118,10 +117,15 @@ def time_size(model, files, num_frames, side, opts, work_dir):
             out = forward(clips)
         out["mixed_5c"].numpy()
 
+    def trace():
+        tf.function(lambda x: video_model(x, training=False)
+                    ).get_concrete_function(
+            tf.TensorSpec(clips.shape, tf.float32))
+
     read()  # the batch count for model_alone
     forward(clips)  # trace
     runs = {"extract_features": extract, "reader alone": read,
-            "model alone": model_alone}
+            "model alone": model_alone, "trunk trace alone": trace}
     times = {name: [] for name in runs}
     for round_ in range(opts.rounds + 1):  # round 0: warm-up, not kept
         for name, fn in runs.items():
@@ -129,6 +133,9 @@ def time_size(model, files, num_frames, side, opts, work_dir):
             fn()
             if round_:
                 times[name].append(time.perf_counter() - start)
+    paths = counted.pop("paths")  # the last call's files, counted untimed
+    counted["videos"] = len(paths)
+    counted["windows"] = sum(len(np.load(p)["start_time"]) for p in paths)
     if counted["windows"] != counted["read_windows"]:
         raise AssertionError(f"extract_features wrote {counted['windows']} "
                              f"windows, the reader gave "
@@ -204,9 +211,10 @@ def main():
     for r in rows:
         for name, ts in r["times"].items():
             best = min(ts)
+            rates = ("- | -" if name == "trunk trace alone" else
+                     f"{r['videos'] / best:.3g} | {r['windows'] / best:.3g}")
             print(f"| {r['size']} | {r['videos']} | {r['windows']} | {name} |"
-                  f" {best:.2f} | {r['videos'] / best:.3g} | "
-                  f"{r['windows'] / best:.3g} |")
+                  f" {best:.2f} | {rates} |")
 
 
 if __name__ == "__main__":
