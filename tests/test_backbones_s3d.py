@@ -441,3 +441,16 @@ def test_s3d_rejects_clips_too_small_for_the_head():
         s3d_lib.s3dg(input_shape=(8, 112, 112))
     with pytest.raises(ValueError, match="num_classes must be"):
         s3d_lib.s3d(num_classes=0)
+
+
+def test_float16_max_pool_runs_on_cpu_and_is_exact():
+    """TensorFlow has no float16 MaxPool3D kernel on the CPU: the layer pools
+    float16 in float32 there (the max of float16 values is exact)."""
+    x = np.random.default_rng(0).normal(size=(1, 5, 7, 6, 3))
+    layer = s3d_lib.TorchMaxPool3D((3, 3, 3), (2, 2, 2), ceil_mode=True,
+                                   dtype="mixed_float16")
+    want = np.asarray(layer(tf.constant(x, tf.float32)))
+    got = layer(tf.constant(x, tf.float16))
+    assert got.dtype == tf.float16
+    np.testing.assert_array_equal(
+        np.asarray(got), want.astype(np.float16))

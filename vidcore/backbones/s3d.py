@@ -29,11 +29,13 @@ dots replaced by underscores (torchvision ``features.5.branch1.1.0.0`` ->
 ``mixed_3b_conv_b1_b_conv2``); `load_torchvision_weights` relies on that.
 """
 
+import functools
 import math
 import re
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from vidcore.backbones import torch_weights
@@ -86,6 +88,12 @@ def _torch_pool_length(size, kernel, stride, padding, ceil_mode):
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _has_gpu():
+    """Whether TensorFlow sees a GPU (float16 pooling kernels exist)."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 @keras.saving.register_keras_serializable(package="vidcore")
@@ -169,10 +177,17 @@ class TorchMaxPool3D(keras.layers.Layer):
             p = self.padding[axis]
             widths.append([p, p + self._right_extra(size, axis)])
         widths.append([0, 0])
+        # TensorFlow has no float16 MaxPool3D kernel on the CPU: pool in
+        # float32 there (exact: the max of float16 values is one of them).
+        dtype = x.dtype
+        upcast = dtype == "float16" and not _has_gpu()
+        if upcast:
+            x = ops.cast(x, "float32")
         if any(not isinstance(w, int) or w for pair in widths for w in pair):
             x = ops.pad(x, widths, constant_values=float("-inf"))
-        return ops.max_pool(x, self.pool_size, strides=self.strides,
-                            padding="valid", data_format="channels_last")
+        x = ops.max_pool(x, self.pool_size, strides=self.strides,
+                         padding="valid", data_format="channels_last")
+        return ops.cast(x, dtype) if upcast else x
 
     def compute_output_shape(self, input_shape):
         out = [input_shape[0]]
