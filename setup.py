@@ -20,6 +20,7 @@ setup(
                  "kinetics.*"]),
     include_package_data=True,
     package_data={"yt8m": ["data/*.csv"], "howto": ["data/*", "data/milnce_demo/*"],
+                  "avl": ["data/librivox/*"],
                   "kinetics": ["data/clips/*", "data/clips/*/*"]},
     # TensorFlow itself comes from an extra: the CPU wheel and the CUDA wheel
     # both provide the `tensorflow` module and must not be installed together.
@@ -69,6 +70,10 @@ setup(
             "howto-eval=howto.eval:run",
             "howto-convert-torch=howto.convert_torch:run",
             "avl-convert-torch=avl.convert_torch:run",
+            "avl-train=avl.train:run",
+            "avl-eval=avl.eval:run",
+            "avl-demo=avl.demo:run",
+            "avl-write-demo-data=tfrecord_tools.avl_demo_data:run",
             "milnce-convert=howto.convert_milnce:run",
             "howto-demo=howto.demo:run",
             "howto-write-tfrecords=tfrecord_tools.howto_writer:run",
