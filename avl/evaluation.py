@@ -22,6 +22,7 @@ import numpy as np
 
 from avl import models
 from input_pipeline import avl as reader
+from input_pipeline import records
 from vidcore import metrics, prediction
 from vidcore.errors import UserInputError
 
@@ -55,14 +56,19 @@ def embed_clip_set(strategy, model, files, clip_cfg, encoder, batch_size,
         files: clip shard paths.
         clip_cfg: input_pipeline.avl.AVLClipConfig of the set.
         encoder: vidcore.text.TextEncoder (text variants) or None.
-        batch_size: clips per global batch (rounded up to a multiple of the
-            replica count).
+        batch_size: clips per global batch, at most the set's clips
+            (rounded up to a multiple of the replica count).
         pair: (query output, item output) names.
 
     Returns:
         (queries [Q, D], items [Q, D], has_audio bool [Q]) numpy.
     """
+    # Batches are padded to full size: no larger than the set (the
+    # original's 3,500 would pad a small set's one batch with empty clips).
+    count = records.manifest_record_count(files)
+    count = records.count_records(files) if count is None else count
     replicas = strategy.num_replicas_in_sync
+    batch_size = min(batch_size, max(count, 1))
     batch_size = -(-batch_size // replicas) * replicas
     dataset = reader.evaluation_dataset(files, clip_cfg, encoder, batch_size)
     query_key, item_key = pair
@@ -156,7 +162,7 @@ def report(results):
         if m["without_audio"]:
             ranked = m["num_queries"] - m["without_audio"]
             lines.append(
-                f"{name.split(' ')[0]}: {m['without_audio']} of "
+                f"{name}: {m['without_audio']} of "
                 f"{m['num_queries']} clips have no audio and count as "
                 f"misses (recall over {m['num_queries']}, median rank over "
                 f"the {ranked} with audio)")

@@ -277,7 +277,7 @@ def test_released_pth_and_its_conversion_evaluate_alike(avl_data, tmp_path):
     pytest.importorskip("torch")
     import test_avl_convert_torch as reference  # the release-named module
     from avl import convert_torch
-    net = reference.make_torch_net(embd_dim=32, feature_dim=32)
+    net = reference.make_torch_net(embd_dim=32, feature_dim=32, we_dim=300)
     pth = reference.save(net.state_dict(), tmp_path / "AVLnet_release.pth")
     converted = convert_torch.convert(pth, str(tmp_path / "converted"))
     common = ["--eval_youcook=1", f"--youcook_val_path={avl_data['youcook']}",
@@ -317,15 +317,24 @@ def test_other_presets_dry_run_parameter_counts(preset, count):
                    "--dry_run") == count
 
 
+def _parse(*args):
+    aflags.FLAGS.unparse_flags()
+    aflags.FLAGS(["prog", *args])
+
+
 def test_apex_level_is_mixed_precision():
-    run_cli(train, "--apex_level=1", "--dry_run", "--embd_dim=8")
+    _parse("--apex_level=1")
     assert aflags.precision_from_flags() == "mixed_float16"
-    run_cli(train, "--dry_run", "--embd_dim=8")
+    _parse()
     assert aflags.precision_from_flags() == "float32"
+    _parse("--apex_level=1", "--mixed_precision=mixed_float16")
+    assert aflags.precision_from_flags() == "mixed_float16"
+    _parse("--apex_level=0", "--mixed_precision=mixed_float16")
     with pytest.raises(UserInputError, match="pass one of them"):
-        run_cli(train, "--apex_level=0", "--mixed_precision=mixed_float16",
-                "--dry_run", "--embd_dim=8")
         aflags.precision_from_flags()
+    _parse("--apex_level=2")
+    with pytest.raises(UserInputError, match="apex O1"):
+        aflags.check_flags()
 
 
 def test_user_errors(avl_data, tmp_path):
