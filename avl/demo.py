@@ -18,7 +18,7 @@ that it prints so they can be copied:
    after every epoch;
 4. evaluate the final model with avl.eval.
 
-It takes about three minutes on two CPU cores. Chance on the 48 test
+It takes about two minutes on two CPU cores. Chance on the 48 test
 clips is R@1 2.1%, R@10 20.8% and a median rank of 24.5; the numbers show
 that the pipeline learns, not how AVLnet does on real videos.
 """
@@ -33,7 +33,7 @@ from vidcore import cli, demo_steps
 FLAGS = flags.FlagValues()  # own flags: see vidcore.cli.attach_flag_values
 flags.DEFINE_string("workdir", "demo_out/avl", "Where data, models and "
                     "results go.", flag_values=FLAGS)
-flags.DEFINE_integer("epochs", 4, "Training epochs.", flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 6, "Training epochs.", flag_values=FLAGS)
 flags.DEFINE_bool("quick", False, "Tiny run for tests.", flag_values=FLAGS)
 
 TEST_CLIPS = 48  # 24 held-out videos x 2 clips (avl_demo_data defaults)
