@@ -1,5 +1,6 @@
-"""AVLnet training throughput (ResDAVEnet + gated units, cross-replica
-masked margin softmax, Adam) at the published sizes.
+"""AVLnet training pairs/s of the three published models at their sizes.
+
+ResDAVEnet + gated units, cross-replica masked margin softmax, Adam.
 
 Times the project's own training step (``vidcore.training.Trainer``'s step
 function, built as ``avl.train`` builds it: ``avl.models.build_model``, the
@@ -33,10 +34,10 @@ then ``--rounds`` rounds of ``--steps`` steps in one call each; pairs/s is
 the best round's. Model FLOPs per pair are the forward pass counted by
 TensorFlow's graph profiler, x3 for a training step (bench/_flops.py); the
 MMS similarity matmuls are not counted (they grow with the batch: 4 N D
-FLOPs per pair and loss pair forward, printed below the table). They are
-given as a fraction of the dense float32 matmul FLOP/s measured in the same
-run (2048^3, best of 10, by the parent process before and after the models;
-the larger is used).
+FLOPs per pair and loss pair forward, printed below the table). The model
+FLOP/s are given as a fraction of the dense float32 matmul FLOP/s measured
+in the same run (2048^3, best of 10, by the parent process before and
+after the models; the larger is used).
 
     python bench/bench_avl_training.py [--models avlnet,text_tri,text_fused]
         [--pairs 16 --steps 1 --rounds 3] [--audio_frames N (0: published)]
@@ -144,9 +145,6 @@ def measure(name, opts):
     cfg = setup["cfg"]
     audio_frames = opts.audio_frames or setup["audio_frames"]
     n_pair = opts.n_pair or math.gcd(opts.pairs, setup["n_pair"])
-    if opts.pairs % n_pair:
-        raise SystemExit(f"--pairs={opts.pairs} is not a multiple of "
-                         f"--n_pair={n_pair}")
     videos = opts.pairs // n_pair
     features = synthetic_batch(np.random.default_rng(0), cfg, opts.pairs,
                                audio_frames)
@@ -263,6 +261,9 @@ def parse_args():
     if opts.n_pair < 0 or opts.audio_frames < 0:
         raise SystemExit("--n_pair and --audio_frames must be >= 0 (0: the "
                          "default)")
+    if opts.n_pair and opts.pairs % opts.n_pair:
+        raise SystemExit(f"--pairs={opts.pairs} is not a multiple of "
+                         f"--n_pair={opts.n_pair}")
     return opts
 
 
