@@ -112,7 +112,15 @@ def published_setup(name):
 
 
 def synthetic_batch(rng, cfg, pairs, audio_frames):
-    """Features of one step's pairs, all frames valid (module doc)."""
+    """Features of one step's pairs, all frames valid (module doc).
+
+    Args:
+        rng: numpy Generator.
+        cfg: AVLConfig (feature_dim; text of max_words x we_dim when
+            tri_modal).
+        pairs: N, the step's (audio, video) pairs.
+        audio_frames: T, spectrogram frames per pair.
+    """
     import numpy as np
 
     from avl import models
@@ -132,7 +140,13 @@ def synthetic_batch(rng, cfg, pairs, audio_frames):
 
 
 def measure(name, opts):
-    """Times one model; returns a dict of the row's values."""
+    """Times one model; returns a dict of the row's values.
+
+    Args:
+        name: a key of PRESETS.
+        opts: the parsed command line (pairs, n_pair, audio_frames, steps,
+            rounds).
+    """
     import keras
     import numpy as np
     import tensorflow as tf
@@ -214,7 +228,12 @@ def measure(name, opts):
 def measure_in_child(name, opts):
     """Runs measure(name) in a fresh Python process (this script with
     --one_model), so each model's peak memory is its own and nothing of
-    the previous model stays; returns its row."""
+    the previous model stays; returns its row.
+
+    Args:
+        name: a key of PRESETS.
+        opts: the parsed command line, passed on.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "row.json")
         command = [sys.executable, os.path.abspath(__file__),
