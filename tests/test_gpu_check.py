@@ -69,7 +69,6 @@ def test_smoke_howto_in_three_precisions(capsys):
     check_smoke_table(capsys.readouterr().out, ["howto100m"])
 
 
-@pytest.mark.slow
 # The long graphs (R(2+1)D-18, S3D-G) take a minute or more to trace per
 # precision on 2 cores: they run float32 and mixed_float16 here (the mixed
 # precision of GPUs); mixed_bfloat16 goes through the same code, checked on
@@ -78,6 +77,7 @@ HEAVY_PRECISIONS = {"r2plus1d_18": ("float32", "mixed_float16"),
                     "milnce_s3dg": ("float32", "mixed_float16")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", [f for f in gpu_check.FAMILIES
                                     if f != "howto100m"])
 def test_smoke_every_family_and_precision(family):
