@@ -70,11 +70,14 @@ def test_smoke_howto_in_three_precisions(capsys):
 
 
 # The long graphs (R(2+1)D-18, S3D-G) take a minute or more to trace per
-# precision on 2 cores: they run float32 and mixed_float16 here (the mixed
-# precision of GPUs); mixed_bfloat16 goes through the same code, checked on
-# the other families.
+# precision on 2 cores: they run float32 and one mixed precision here; the
+# other goes through the same code, checked on the other families. MIL-NCE
+# runs mixed_bfloat16: in mixed_float16 its unnormalised embeddings give
+# gradients that overflow float16 at the loss scale's start, so the dynamic
+# loss scale skips the 3 steps a smoke run has and its loss cannot follow
+# float32 (bench/RESULTS.md, GPU check; a GPU run has 30 steps).
 HEAVY_PRECISIONS = {"r2plus1d_18": ("float32", "mixed_float16"),
-                    "milnce_s3dg": ("float32", "mixed_float16")}
+                    "milnce_s3dg": ("float32", "mixed_bfloat16")}
 
 
 @pytest.mark.slow
