@@ -527,19 +527,3 @@ def extract_features(model, files, cfg, batch_size, output_dir,
         raise AssertionError(f"features of {done} of {len(ids)} videos "
                              "were extracted")
     return sink.close()
-
-
-def epoch_evaluator(strategy, flag_values, run_dir):
-    """The per-epoch zero-shot YouCook2 retrieval of ``howto.milnce_train
-    --evaluate``: ``evaluate(model, epoch, step) -> {name: value}``.
-
-    Args:
-        strategy: the training strategy.
-        flag_values: the parsed ``howto.milnce_flags.FLAGS`` (read by
-            ``howto.milnce_eval_cli.epoch_evaluation``).
-        run_dir: the run folder (its ``vocab.txt`` gives the words).
-    """
-    from howto import milnce_eval_cli  # flags -> values; imports this module
-    if flag_values is not milnce_eval_cli.FLAGS:
-        raise ValueError("epoch_evaluator reads howto.milnce_flags.FLAGS")
-    return milnce_eval_cli.epoch_evaluation(strategy, run_dir)

@@ -37,7 +37,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from howto import milnce_data, milnce_model, milnce_weights
+from howto import milnce_data, milnce_eval_cli, milnce_model
+from howto import milnce_weights
 from howto import milnce_flags as mflags
 from input_pipeline import milnce as reader
 from input_pipeline import records
@@ -113,26 +114,11 @@ def training_files(run_dir, strategy):
          f"--short_side={FLAGS.short_side}"], prefix="train")
 
 
-def steps_per_epoch(files, global_batch):
-    if FLAGS.steps_per_epoch:
-        return FLAGS.steps_per_epoch
-    count = records.manifest_record_count(files)
-    if count is None:
-        count = records.count_records(files)
-    steps = count // global_batch
-    if steps < 1:
-        raise UserInputError(f"{count} training videos are fewer than one "
-                             f"global batch of {global_batch}; lower "
-                             f"--batch_size")
-    return steps
-
-
-def youcook_evaluation(strategy, run_dir):
+def youcook_evaluation(strategy, run_dir, words):
     """(on_epoch_end callback or None) for --evaluate."""
     if not FLAGS.evaluate:
         return None
-    from howto import milnce_eval  # the evaluation CLIs' library
-    return milnce_eval.epoch_evaluator(strategy, FLAGS, run_dir)
+    return milnce_eval_cli.epoch_evaluation(strategy, run_dir, words)
 
 
 def main(argv):
@@ -158,7 +144,8 @@ def main(argv):
     cfg = model_config(*table.shape)
     encoder = milnce_weights.text_encoder(words)
     files = training_files(run_dir, strategy)
-    epoch_steps = steps_per_epoch(files, global_batch)
+    epoch_steps = FLAGS.steps_per_epoch or records.steps_per_epoch(
+        files, global_batch, unit="videos")
     max_steps = FLAGS.max_steps or FLAGS.epochs * epoch_steps
     clip_cfg = mflags.clip_config(training=True)
     chief = distribute.is_chief(strategy)
@@ -192,7 +179,7 @@ def main(argv):
                                            FLAGS.epochs * epoch_steps)
     optimizer_kwargs = ({"momentum": FLAGS.momemtum}
                         if FLAGS.optimizer == "sgd" else {})
-    evaluator = youcook_evaluation(strategy, run_dir)
+    evaluator = youcook_evaluation(strategy, run_dir, words)
     trainer = training.Trainer(
         strategy,
         training.LoopConfig(

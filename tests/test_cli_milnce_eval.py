@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from howto import eval_hmdb, eval_msrvtt, eval_youcook, extract_features
-from howto import milnce_eval, milnce_model, milnce_weights
+from howto import milnce_eval, milnce_eval_cli, milnce_model, milnce_weights
 from howto import milnce_flags as mflags
 from input_pipeline import milnce as reader
 from tfrecord_tools import milnce_writer
@@ -251,8 +251,8 @@ def test_epoch_evaluator_scores_youcook(data, weights, youcook_reference):
     folder, model, _ = weights
     mflags.FLAGS.unparse_flags()
     mflags.FLAGS(["prog", f"--eval_video_root={data['youcook']}", *TINY])
-    evaluate = milnce_eval.epoch_evaluator(tf.distribute.get_strategy(),
-                                           mflags.FLAGS, folder)
+    evaluate = milnce_eval_cli.epoch_evaluation(
+        tf.distribute.get_strategy(), folder)
     scalars = evaluate(model, 1, 7)
     expected = numpy_retrieval_metrics(*youcook_reference)
     for key, value in expected.items():
