@@ -76,25 +76,6 @@ def training_source():
     return name, pattern
 
 
-def steps_per_epoch(files, global_batch):
-    if FLAGS.steps_per_epoch > 0:
-        return FLAGS.steps_per_epoch
-    count = records.manifest_record_count(files)
-    if count is None:
-        logging.info(
-            "no converter manifest lists these shards: counting "
-            "records (pass --steps_per_epoch to skip this)"
-        )
-        count = records.count_records(files)
-    steps = count // global_batch
-    if steps < 1:
-        raise UserInputError(
-            f"{count} training records are fewer than one global batch of "
-            f"{global_batch}; lower --batch_size"
-        )
-    return steps
-
-
 def check_flags(kind, global_batch):
     if FLAGS.batch_size < 1 or FLAGS.n_pair < 1:
         raise UserInputError("--batch_size and --n_pair must be positive")
@@ -163,7 +144,8 @@ def main(argv):
                 f"{name} test clips have streams {set_dims} "
                 f"but the training data {(streams, dims)}"
             )
-    epoch_steps = steps_per_epoch(files, FLAGS.batch_size)
+    epoch_steps = FLAGS.steps_per_epoch or records.steps_per_epoch(
+        files, FLAGS.batch_size)
     max_steps = FLAGS.max_steps or FLAGS.epochs * epoch_steps
     chief = distribute.is_chief(strategy)
     if chief:

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 import tensorflow as tf
+from absl import logging
 
 from vidcore.errors import DataError
 
@@ -407,6 +408,8 @@ def steps_per_epoch(files, global_batch, unit="records"):
     """
     count = manifest_record_count(files)
     if count is None:
+        logging.info("no converter manifest lists these shards: counting "
+                     "records (pass --steps_per_epoch to skip this)")
         count = count_records(files)
     if count < global_batch:
         raise DataError(f"{count} training {unit} are fewer than one global "
