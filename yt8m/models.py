@@ -28,6 +28,7 @@ from vidcore.layers.gating import ContextGating
 from vidcore.layers.normalization import batch_norm
 from vidcore.layers.moe import LogisticClassifier, MixtureOfExperts
 from vidcore.layers.pooling import DBoF, GatedDBoF, NetFV, NetVLAD, SoftDBoF
+from vidcore.layers.recurrent import TF1GRU
 
 
 @dataclasses.dataclass
@@ -247,10 +248,9 @@ def _recurrent(cfg, x, num_frames):
         else:
             # reset_after=False is the TF1 GRUCell (3H biases, reset gate
             # applied before the recurrent matmul); its gate biases start at 1.
-            rnn = keras.layers.GRU(cfg.gru_cells, return_sequences=True,
-                                   return_state=True, reset_after=False,
-                                   bias_initializer=GruGateBias(),
-                                   name=f"gru_{i}")
+            rnn = TF1GRU(cfg.gru_cells, return_sequences=True,
+                         return_state=True, bias_initializer=GruGateBias(),
+                         name=f"gru_{i}")
             x, h = rnn(x, mask=mask)
             states.append(h)
     if lstm and cfg.lstm_output == "last_h":
