@@ -77,7 +77,8 @@ def test_smoke_howto_in_three_precisions(capsys):
 # loss scale skips the 3 steps a smoke run has and its loss cannot follow
 # float32 (bench/RESULTS.md, GPU check; a GPU run has 30 steps).
 HEAVY_PRECISIONS = {"r2plus1d_18": ("float32", "mixed_float16"),
-                    "milnce_s3dg": ("float32", "mixed_bfloat16")}
+                    "milnce_s3dg": ("float32", "mixed_bfloat16"),
+                    "avlnet": ("float32", "mixed_float16")}
 
 
 @pytest.mark.slow
@@ -127,6 +128,31 @@ def test_milnce_family_sizes_and_loss():
     np.testing.assert_allclose(per_example.mean(),
                                float(tf.cast(expected, tf.float32)),
                                rtol=1e-5)
+
+
+def test_avlnet_family_sizes_and_loss():
+    """The AVLnet case trains the preset's 64 videos per device (128 over
+    the paper's 2 GPUs) x 32 pairs of 1,000 log-mel frames; at smoke size
+    its loss is avl.train's MMS loss per video."""
+    from avl import models as avl_models
+    from avl import train as avl_train
+
+    full = gpu_check.FAMILIES["avlnet"](False, 1)
+    assert full.per_replica_batch == 64
+    features, labels = full.make_batch(np.random.default_rng(0), 1)
+    assert features["audio"].shape == (32, 40, 1000)
+    assert features["video"].shape == (32, 4096)
+    assert labels.shape == (1,)
+
+    smoke = gpu_check.FAMILIES["avlnet"](True, 2)
+    features, labels = smoke.make_batch(np.random.default_rng(0), 2)
+    model = smoke.build_model()
+    outputs = model(features, training=True)
+    per_video = smoke.per_example_loss(labels, outputs).numpy()
+    assert per_video.shape == (2,) and np.isfinite(per_video).all()
+    cfg = avl_models.AVLConfig(embd_dim=16, feature_dim=12)
+    expected = avl_train.mms_loss_fn(cfg, 2)(labels, outputs).numpy()
+    np.testing.assert_allclose(per_video, expected, rtol=1e-6)
 
 
 def test_loss_off_the_float32_run_fails():
