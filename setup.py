@@ -39,7 +39,9 @@ setup(
         "probe": ["scikit-learn>=1.3"],
         # librosa: the reference of the AVLnet log-mel parity tests only
         # (vidcore.audio computes the spectrograms with TensorFlow ops).
-        "test": ["pytest>=8", "scikit-learn>=1.3", "librosa>=0.10"],
+        # pytest-xdist: the README's test command runs on 2 processes.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3",
+                 "librosa>=0.10"],
         # Conversion at scale (tfrecord_tools.conversion --runner=beam).
         # Plain apache-beam: shards are written with tf.io, so Beam's
         # [tfrecord] extra (crcmod only) is not needed, and its [dataframe]
