@@ -62,12 +62,11 @@ _MEMORY_HEAVY_FIRST = (
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Moves the memory-heavy subprocess tests to the front (stable) and
-    puts them in one xdist group."""
+    """Moves the memory-heavy subprocess tests to the front (stable); they
+    carry ``@pytest.mark.xdist_group("memory_heavy")`` themselves (a marker
+    added here comes too late for xdist's grouping)."""
     first = [item for item in items
              if any(key in item.nodeid for key in _MEMORY_HEAVY_FIRST)]
-    for item in first:
-        item.add_marker(pytest.mark.xdist_group("memory_heavy"))
     if first:
         rest = [item for item in items if item not in first]
         items[:] = first + rest

@@ -266,6 +266,7 @@ def _one_worker_tf_config():
                        "task": {"type": "worker", "index": 0}})
 
 
+@pytest.mark.xdist_group("memory_heavy")
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(os.listdir(PRESETS)))
 def test_presets_run(preset, data, tmp_path):

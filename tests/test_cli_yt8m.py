@@ -253,6 +253,7 @@ def test_bad_input_gives_one_clear_line(demo_data, tmp_path):
         proc.stderr
 
 
+@pytest.mark.xdist_group("memory_heavy")
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(
     os.path.basename(p) for p in glob.glob(f"{REPO}/configs/yt8m/*.flags")))

@@ -81,6 +81,7 @@ HEAVY_PRECISIONS = {"r2plus1d_18": ("float32", "mixed_float16"),
                     "avlnet": ("float32", "mixed_float16")}
 
 
+@pytest.mark.xdist_group("memory_heavy")
 @pytest.mark.slow
 @pytest.mark.parametrize("family", [f for f in gpu_check.FAMILIES
                                     if f != "howto100m"])
