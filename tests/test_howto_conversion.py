@@ -524,6 +524,21 @@ def test_beam_direct_runner_writes_the_same_shards_as_local(howto_data,
     assert beam == local
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_BEAM, reason="apache-beam is not installed "
+                    "(pip install 'vidmodels[beam]')")
+def test_beam_multi_processing_writes_the_same_shards_as_local(howto_data,
+                                                              tmp_path):
+    """The DirectRunner with two worker processes (each unpickles the plan
+    lines and the shared convert function) writes the local shards."""
+    local = _convert_howto(howto_data, tmp_path / "local")
+    beam = _convert_howto(
+        howto_data, tmp_path / "beam", "--runner=beam",
+        "--beam_options=--direct_num_workers=2 "
+        "--direct_running_mode=multi_processing")
+    assert beam == local
+
+
 def test_two_workers_write_the_same_shards_as_one(howto_data, tmp_path):
     """`python -m` entry point with two spawn workers (summary on stdout,
     rc 0) writes the same files as one worker in this process. One spawn

@@ -28,12 +28,19 @@ byte-identical:
   Pool` the executor notices a worker that was killed instead of waiting
   for it forever); a progress bar counts items.
 * `beam`: an Apache Beam pipeline (`pip install 'vidmodels[beam]'`):
-  `Create(pending shards) -> Reshuffle -> Map(convert shard) -> collect`,
-  on the DirectRunner unless `beam_runner` / `beam_options` say otherwise
-  (e.g. `beam_options="--direct_num_workers=2"` or Dataflow options). Each
-  shard job carries its own items, so the item list travels inside the
-  pipeline; the output directory must be reachable from every Beam worker
-  (e.g. a gs:// path on Dataflow).
+  `ReadFromText(plan) -> Reshuffle -> Map(convert shard) -> collect`, on
+  the DirectRunner unless `beam_runner` / `beam_options` say otherwise
+  (e.g. `beam_options="--direct_num_workers=2"` or Dataflow options). The
+  driver first writes the plan, one line per pending shard (its index,
+  name, items and fingerprint, pickled and base64-encoded), to the hidden
+  file `.{prefix}.beam-plan.txt` in the output directory; the pipeline
+  reads it, so its submitted graph has the same size whatever the number
+  of items (a `Create` of the jobs embedded all items in the graph, and
+  Dataflow refuses graphs over about 10 MB). What every shard shares
+  (`convert`, `item_id`, output directory, prefix, compression) is one
+  argument of the Convert step. The output directory must be reachable
+  from every Beam worker (e.g. a gs:// path on Dataflow); the plan and
+  results files are removed when the pipeline has finished.
 
 After all shards, `manifest-{prefix}.json` (shard names, record counts, the
 conversion options) and `rejects-{prefix}.jsonl` (one JSON object per
@@ -56,6 +63,7 @@ Library use:
 lambdas or closures) because pool and Beam workers receive them pickled.
 """
 
+import base64
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -63,6 +71,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import pickle
 import shlex
 import signal
 import sys
@@ -77,12 +86,14 @@ from tfrecord_tools import cli
 from tfrecord_tools import sharded_writer
 from vidcore import cli as core_cli
 from vidcore import progress as core_progress
-from vidcore.files import write_json_atomic, write_text_atomic
+from vidcore.files import (write_json_atomic, write_lines_atomic,
+                           write_text_atomic)
 
 RUNNERS = ("local", "beam")
 DONE_TEMPLATE = ".{name}.done.json"
 REJECTS_TEMPLATE = "rejects-{prefix}.jsonl"
 _BEAM_RESULTS_TEMPLATE = ".{prefix}.beam-results.json"
+_BEAM_PLAN_TEMPLATE = ".{prefix}.beam-plan.txt"
 _BEAM_EXTRA_HINT = "pip install 'vidmodels[beam]'"
 
 
@@ -517,6 +528,99 @@ def _write_beam_results(results, path):
     return len(results)
 
 
+@dataclasses.dataclass(frozen=True)
+class SharedJobFields:
+    """The ShardJob fields every shard of one conversion shares (the Beam
+    Convert step's argument; the plan file holds the rest)."""
+
+    output_dir: str
+    prefix: str
+    convert: Callable[[Any], Sequence[bytes]]
+    item_id: Callable[[Any], str]
+    compression: Optional[str] = None
+
+
+def _shared_fields(jobs):
+    first = jobs[0]
+    return SharedJobFields(first.output_dir, first.prefix, first.convert,
+                           first.item_id, first.compression)
+
+
+def plan_line(job):
+    """One line of a Beam plan file: the shard's own fields (index, name,
+    items, fingerprint), pickled and base64-encoded (no newline)."""
+    payload = (job.index, job.name, job.items, job.fingerprint)
+    return base64.b64encode(pickle.dumps(payload, protocol=4)).decode("ascii")
+
+
+def job_from_plan_line(line, shared):
+    """The ShardJob of a plan line (plan_line's inverse).
+
+    The plan is written by the conversion's own driver into its output
+    directory and read back by its pipeline; it is not an input format.
+    """
+    index, name, items, fingerprint = pickle.loads(
+        base64.b64decode(line.strip()))
+    return ShardJob(index, name, shared.output_dir, shared.prefix, items,
+                    shared.convert, shared.item_id, fingerprint,
+                    shared.compression)
+
+
+BEAM_COUNTER_NAMESPACE = "vidmodels.conversion"
+
+
+def _convert_plan_line(line, shared):
+    """Beam step: converts the shard of one plan line and counts its
+    records, rejects and shards in Beam counters (a cluster's UI shows
+    them while the pipeline runs)."""
+    from apache_beam.metrics import Metrics  # noqa: E501 pylint: disable=import-outside-toplevel
+    result = convert_shard(job_from_plan_line(line, shared))
+    Metrics.counter(BEAM_COUNTER_NAMESPACE, "records_written").inc(
+        result["records"])
+    Metrics.counter(BEAM_COUNTER_NAMESPACE, "items_rejected").inc(
+        len(result["rejects"]))
+    Metrics.counter(BEAM_COUNTER_NAMESPACE, "shards_done" if not
+                    result["failure"] else "shards_failed").inc()
+    return result
+
+
+def beam_pipeline_options(beam_runner="DirectRunner", beam_options=""):
+    """PipelineOptions of --beam_runner and --beam_options."""
+    _import_beam()
+    from apache_beam.options import pipeline_options  # noqa: E501 pylint: disable=import-outside-toplevel
+    try:
+        argv = [f"--runner={beam_runner}"] + shlex.split(beam_options or "")
+    except ValueError as e:
+        raise cli.InputError(
+            f"--beam_options={beam_options!r}: cannot split ({e})") from None
+    return pipeline_options.PipelineOptions(argv)
+
+
+def build_beam_pipeline(plan_path, shared, results_path, options):
+    """The conversion pipeline, not yet run: ReadFromText(plan) ->
+    Reshuffle -> Map(convert shard) -> collect the results into
+    ``results_path``. Its size does not depend on the plan's content.
+
+    Args:
+        plan_path: the plan file (lines of plan_line).
+        shared: SharedJobFields.
+        results_path: where the collected shard results are written.
+        options: PipelineOptions.
+
+    Returns:
+        apache_beam.Pipeline.
+    """
+    beam = _import_beam()
+    pipeline = beam.Pipeline(options=options)
+    _ = (pipeline
+         | "Plan" >> beam.io.ReadFromText(plan_path)
+         | "Spread" >> beam.Reshuffle()
+         | "Convert" >> beam.Map(_convert_plan_line, shared)
+         | "Collect" >> beam.combiners.ToList()
+         | "Save" >> beam.Map(_write_beam_results, results_path))
+    return pipeline
+
+
 def run_beam(jobs, beam_runner="DirectRunner", beam_options=""):
     """Converts shard jobs in an Apache Beam pipeline.
 
@@ -535,26 +639,19 @@ def run_beam(jobs, beam_runner="DirectRunner", beam_options=""):
         InputError: Beam is not installed or the options do not parse.
         ConversionError: the pipeline failed.
     """
-    beam = _import_beam()
-    from apache_beam.options import pipeline_options  # noqa: E501 pylint: disable=import-outside-toplevel
     if not jobs:
         return []
+    options = beam_pipeline_options(beam_runner, beam_options)
+    shared = _shared_fields(jobs)
+    results_path = os.path.join(shared.output_dir, _BEAM_RESULTS_TEMPLATE
+                                .format(prefix=shared.prefix))
+    plan_path = os.path.join(shared.output_dir, _BEAM_PLAN_TEMPLATE
+                             .format(prefix=shared.prefix))
+    write_lines_atomic(plan_path, (plan_line(j) for j in jobs))
     try:
-        argv = [f"--runner={beam_runner}"] + shlex.split(beam_options or "")
-    except ValueError as e:
-        raise cli.InputError(
-            f"--beam_options={beam_options!r}: cannot split ({e})") from None
-    options = pipeline_options.PipelineOptions(argv)
-    results_path = os.path.join(jobs[0].output_dir, _BEAM_RESULTS_TEMPLATE
-                                .format(prefix=jobs[0].prefix))
-    try:
-        with beam.Pipeline(options=options) as pipeline:
-            _ = (pipeline
-                 | "Shards" >> beam.Create(jobs)
-                 | "Spread" >> beam.Reshuffle()
-                 | "Convert" >> beam.Map(convert_shard)
-                 | "Collect" >> beam.combiners.ToList()
-                 | "Save" >> beam.Map(_write_beam_results, results_path))
+        pipeline = build_beam_pipeline(plan_path, shared, results_path,
+                                       options)
+        pipeline.run().wait_until_finish()
     except Exception as e:  # noqa: BLE001 - any runner's failure
         raise ConversionError(
             f"the Beam pipeline ({beam_runner}) failed: {_one_line(e)[:500]}; "
@@ -563,6 +660,7 @@ def run_beam(jobs, beam_runner="DirectRunner", beam_options=""):
     with tf.io.gfile.GFile(results_path, "r") as f:
         results = json.load(f)
     tf.io.gfile.remove(results_path)
+    tf.io.gfile.remove(plan_path)
     return results
 
 

@@ -24,6 +24,23 @@ def write_text_atomic(path, text):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def write_lines_atomic(path, lines):
+    """Writes an iterable of str lines (each without its newline) to
+    ``path`` as :func:`write_text_atomic`, without holding them all in
+    memory.
+
+    Args:
+        path: destination file.
+        lines: iterable of str.
+    """
+    tmp = os.path.join(os.path.dirname(path),
+                       "." + os.path.basename(path) + ".partial")
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        for line in lines:
+            f.write(line + "\n")
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def write_bytes_atomic(path, data):
     """Writes ``data`` (bytes, e.g. a serialised ``.npz``) to ``path`` via a
     hidden temporary file beside it, as :func:`write_text_atomic`.
