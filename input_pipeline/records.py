@@ -19,6 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from vidcore.errors import DataError
+from vidcore.files import is_url, parent_dir
 
 # A TFRecord frame: uint64 length, uint32 length CRC, data, uint32 data CRC.
 RECORD_OVERHEAD_BYTES = 16
@@ -36,7 +37,7 @@ def list_files(pattern, flag_name="data pattern"):
     """
     files = []
     for part in [p.strip() for p in str(pattern).split(",") if p.strip()]:
-        if "://" in part:
+        if is_url(part):
             files.extend(tf.io.gfile.glob(part))
         else:
             files.extend(_glob.glob(part))
@@ -376,18 +377,26 @@ def manifest_record_count(files):
     (``manifest-*.json`` beside them, written by tfrecord_tools), or None
     when a shard is not listed in one."""
     counts = {}
-    for directory in {os.path.dirname(os.path.abspath(f)) for f in files}:
-        for manifest in _glob.glob(os.path.join(directory, "manifest-*.json")):
+    for directory in {parent_dir(f) for f in files}:
+        pattern = f"{directory}/manifest-*.json"
+        try:
+            manifests = (tf.io.gfile.glob(pattern) if is_url(directory)
+                         else _glob.glob(pattern))
+        except tf.errors.OpError:
+            continue
+        for manifest in manifests:
             try:
-                with open(manifest) as fh:
+                with tf.io.gfile.GFile(manifest, "r") as fh:
                     data = json.load(fh)
                 for shard in data.get("shards", []):
-                    counts[os.path.join(directory, shard["name"])] = int(
+                    counts[f"{directory}/{shard['name']}"] = int(
                         shard["records"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError,
+                    tf.errors.OpError):
                 continue
     try:
-        return sum(counts[os.path.abspath(f)] for f in files)
+        return sum(counts[f"{parent_dir(f)}/{os.path.basename(f)}"]
+                   for f in files)
     except KeyError:
         return None
 

@@ -1,10 +1,79 @@
 """Atomic file writes shared by every tool: a reader never sees a file half
 written, and an interrupted write leaves the previous file (if any) intact."""
 
+import io
 import json
 import os
 
 import tensorflow as tf
+
+
+def is_url(path):
+    """True for a path with a filesystem scheme (gs://, s3://, ram://, ...),
+    which only ``tf.io.gfile`` can open."""
+    return "://" in os.fspath(path)
+
+
+def parent_dir(path):
+    """The directory a path is in: absolute for a local path, the prefix
+    before the last "/" for a URL (``ram://bucket/a.csv`` ->
+    ``ram://bucket``)."""
+    path = os.fspath(path)
+    if is_url(path):
+        return path.rsplit("/", 1)[0]
+    return os.path.dirname(os.path.abspath(path))
+
+
+class GFileStream(io.RawIOBase):
+    """A ``tf.io.gfile.GFile`` as a binary ``io`` stream, so that
+    ``gzip.GzipFile``, ``io.TextIOWrapper`` and ``pandas`` can read or
+    write any filesystem TensorFlow knows.
+
+    Args:
+        path: file path (any tf.io.gfile scheme).
+        mode: "rb" or "wb".
+    """
+
+    def __init__(self, path, mode):
+        super().__init__()
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r}")
+        self._mode = mode
+        self._file = tf.io.gfile.GFile(path, mode)
+
+    def readable(self):
+        return self._mode == "rb"
+
+    def writable(self):
+        return self._mode == "wb"
+
+    def readinto(self, buffer):
+        data = self._file.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def write(self, data):
+        self._file.write(bytes(data))
+        return len(data)
+
+    def flush(self):
+        if not self.closed:
+            self._file.flush()
+
+    def close(self):
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def open_binary(path, mode="rb"):
+    """A buffered binary stream of ``path``: open() for a local path,
+    GFileStream for any other filesystem."""
+    if not is_url(path):
+        return open(path, mode)
+    stream = GFileStream(path, mode)
+    return (io.BufferedReader(stream) if mode == "rb"
+            else io.BufferedWriter(stream))
 
 
 def write_text_atomic(path, text):

@@ -42,9 +42,11 @@ import os
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import flags, logging
 
 from vidcore import cli
+from vidcore import files
 from vidcore import metrics
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -477,10 +479,10 @@ def run_ensemble(input_files, output_file=None, weights=None, top_k=20,
                              "supported")
     weights = normalise_weights(weights, num_models)
     for path in list(input_files) + ([labels_file] if labels_file else []):
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
             raise FileNotFoundError(f"input file not found: {path}")
-    out_dir = os.path.dirname(os.path.abspath(output_file or "."))
-    if output_file and not os.path.isdir(out_dir):
+    out_dir = files.parent_dir(output_file or "./-")
+    if output_file and not tf.io.gfile.isdir(out_dir):
         raise FileNotFoundError(f"cannot write --output_file={output_file}: "
                                 f"directory {out_dir} does not exist")
     predictions = load_predictions(input_files, num_classes)

@@ -18,7 +18,7 @@ def read_class_whitelist(path, num_classes):
     """Boolean [num_classes] mask of the class ids listed one per line in
     ``path`` (non-integer lines such as a header are skipped)."""
     mask = np.zeros(num_classes, dtype=bool)
-    with open(path, encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "r") as f:
         for line_no, line in enumerate(f, 1):
             text = line.strip()
             if not text.lstrip("-").isdigit():

@@ -45,7 +45,9 @@ import uuid
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
+from vidcore import files
 from vidcore.errors import DataError
 
 VIDEO_HEADER = "VideoId,LabelConfidencePairs"
@@ -89,14 +91,17 @@ class _AtomicTextFile:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        directory, name = os.path.split(os.path.abspath(self.path))
-        if not os.path.isdir(directory):
+        directory = files.parent_dir(self.path)
+        name = self.path.rsplit("/", 1)[-1]
+        if not tf.io.gfile.isdir(directory):
             raise FileNotFoundError(
                 f"cannot write {self.path}: directory {directory} does not "
                 "exist")
-        self.tmp_path = os.path.join(
-            directory, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        self._raw = open(self.tmp_path, "wb")
+        self.tmp_path = (f"{directory}/.{name}.tmp-{os.getpid()}-"
+                         f"{uuid.uuid4().hex[:8]}")
+        # Local files through open() (fsync before the rename); any other
+        # filesystem (gs://, s3://, ram://) through tf.io.gfile.
+        self._raw = files.open_binary(self.tmp_path, "wb")
         self._gz = None
         stream = self._raw
         if self.path.endswith(".gz"):
@@ -118,9 +123,10 @@ class _AtomicTextFile:
         if self._gz is not None:
             self._gz.close()
         self._raw.flush()
-        os.fsync(self._raw.fileno())
+        if not files.is_url(self.tmp_path):
+            os.fsync(self._raw.fileno())
         self._raw.close()
-        os.replace(self.tmp_path, self.path)
+        tf.io.gfile.rename(self.tmp_path, self.path, overwrite=True)
         self.closed = True
 
     def abort(self):
@@ -136,8 +142,8 @@ class _AtomicTextFile:
             except (ValueError, OSError):
                 pass
         try:
-            os.remove(self.tmp_path)
-        except OSError:
+            tf.io.gfile.remove(self.tmp_path)
+        except (OSError, tf.errors.OpError):
             pass
 
 
@@ -608,11 +614,12 @@ def write_video_predictions(path_or_file, video_ids, classes, scores,
 def _open_binary(path):
     """Opens a path for binary reading (gzip if it ends in .gz)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"prediction file not found: {path}")
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return gzip.open(files.open_binary(path, "rb") if files.is_url(path)
+                         else path, "rb")
+    return files.open_binary(path, "rb")
 
 
 def _shorten(text, limit=120):
