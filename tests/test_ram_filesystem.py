@@ -72,3 +72,33 @@ def test_yt8m_flow_on_ram():
     np.testing.assert_allclose(
         np.sort(e_scores, axis=1),
         np.sort(scores[[order[v] for v in e_ids]], axis=1), atol=1e-5)
+
+
+def test_word_vectors_on_ram(tmp_path):
+    """Word vectors (text, gzipped word2vec binary, saved directory) read
+    from and saved to ram://."""
+    import gzip
+
+    from vidcore.text import WordVectors
+
+    root = f"ram://{uuid.uuid4().hex}"
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat"]
+    vectors = rng.normal(size=(3, 4)).astype(np.float32)
+    text = "".join(w + " " + " ".join(f"{x:.6f}" for x in v) + "\n"
+                   for w, v in zip(words, vectors))
+    with tf.io.gfile.GFile(f"{root}/glove.txt", "w") as f:
+        f.write(text)
+    binary = b"3 4\n" + b"".join(w.encode() + b" " + v.tobytes() + b"\n"
+                                  for w, v in zip(words, vectors))
+    with tf.io.gfile.GFile(f"{root}/w2v.bin.gz", "wb") as f:
+        f.write(gzip.compress(binary))
+    glove = WordVectors.load(f"{root}/glove.txt")
+    w2v = WordVectors.load(f"{root}/w2v.bin.gz")
+    assert glove.words == words and w2v.words == words
+    np.testing.assert_allclose(glove.vectors, vectors, atol=1e-6)
+    np.testing.assert_array_equal(w2v.vectors, vectors)
+    w2v.save(f"{root}/saved")
+    back = WordVectors.load(f"{root}/saved")
+    assert back.words == words
+    np.testing.assert_array_equal(back.vectors, vectors)

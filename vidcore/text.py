@@ -36,12 +36,14 @@ on both sides (``python_tokenize`` on bytes, ``tokenize`` via
 """
 
 import gzip
+import io
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
+from vidcore import files
 from vidcore.errors import DataError, UserInputError
 
 TOKEN_PATTERN = r"[\w']+"
@@ -89,12 +91,15 @@ def python_tokenize(text):
 # ----------------------------------------------------------------------------
 
 def _open_binary(path):
-    """Opens ``path`` for binary reading, gunzipping when it starts with the
-    gzip magic bytes."""
-    with open(path, "rb") as f:
+    """Opens ``path`` (any tf.io.gfile filesystem) for binary reading,
+    gunzipping when it starts with the gzip magic bytes."""
+    with files.open_binary(path, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return gzip.open(files.open_binary(path, "rb") if files.is_url(path)
+                         else path, "rb")
+    if files.is_url(path):
+        return files.open_binary(path, "rb")
     return open(path, "rb", buffering=1 << 20)
 
 
@@ -254,10 +259,11 @@ class WordVectors:
         if format not in FORMATS:
             raise UserInputError(f"unknown word-vector format {format!r}; "
                                  f"expected one of {', '.join(FORMATS)}")
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             raise UserInputError(f"word-vector path {path!r} does not exist")
         if format == "auto":
-            format = "saved" if os.path.isdir(path) else _sniff_format(path)
+            format = ("saved" if tf.io.gfile.isdir(path)
+                      else _sniff_format(path))
         if format == "saved":
             return cls.load_saved(path).select(vocabulary, limit)
         if format == "word2vec_binary":
@@ -381,16 +387,17 @@ class WordVectors:
                     f"cannot save word {i} ({w!r}): it contains a line break "
                     f"and vocab.txt holds one word per line; drop it with "
                     f"select() first")
-        os.makedirs(directory, exist_ok=True)
-        vocab_path = os.path.join(directory, VOCAB_FILE)
-        vectors_path = os.path.join(directory, VECTORS_FILE)
+        tf.io.gfile.makedirs(directory)
+        vocab_path = f"{directory.rstrip('/')}/{VOCAB_FILE}"
+        vectors_path = f"{directory.rstrip('/')}/{VECTORS_FILE}"
         data = "".join(w + "\n" for w in self.words).encode("utf-8")
-        with open(vocab_path + ".tmp", "wb") as f:
+        with files.open_binary(vocab_path + ".tmp", "wb") as f:
             f.write(data)
-        with open(vectors_path + ".tmp", "wb") as f:
+        with files.open_binary(vectors_path + ".tmp", "wb") as f:
             np.save(f, np.ascontiguousarray(self.vectors, np.float32))
-        os.replace(vectors_path + ".tmp", vectors_path)
-        os.replace(vocab_path + ".tmp", vocab_path)
+        tf.io.gfile.rename(vectors_path + ".tmp", vectors_path,
+                           overwrite=True)
+        tf.io.gfile.rename(vocab_path + ".tmp", vocab_path, overwrite=True)
 
     @classmethod
     def load_saved(cls, directory, mmap=True):
@@ -408,14 +415,14 @@ class WordVectors:
             DataError: missing files, vocab.txt not UTF-8, a repeated word, or
                 a word count that differs from the number of vectors.
         """
-        vocab_path = os.path.join(directory, VOCAB_FILE)
-        vectors_path = os.path.join(directory, VECTORS_FILE)
+        vocab_path = f"{directory.rstrip('/')}/{VOCAB_FILE}"
+        vectors_path = f"{directory.rstrip('/')}/{VECTORS_FILE}"
         for p in (vocab_path, vectors_path):
-            if not os.path.isfile(p):
+            if not tf.io.gfile.exists(p) or tf.io.gfile.isdir(p):
                 raise DataError(f"{p}: missing; expected a directory written "
                                 f"by WordVectors.save ({VOCAB_FILE} and "
                                 f"{VECTORS_FILE})")
-        with open(vocab_path, "rb") as f:
+        with files.open_binary(vocab_path, "rb") as f:
             data = f.read()
         try:
             text = data.decode("utf-8")
@@ -425,7 +432,11 @@ class WordVectors:
         words = text.split("\n")
         if words and words[-1] == "":
             words.pop()
-        vectors = np.load(vectors_path, mmap_mode="r" if mmap else None)
+        if files.is_url(vectors_path):  # no memory map off the local disk
+            with files.open_binary(vectors_path, "rb") as f:
+                vectors = np.load(io.BytesIO(f.read()))
+        else:
+            vectors = np.load(vectors_path, mmap_mode="r" if mmap else None)
         if vectors.ndim != 2 or vectors.dtype != np.float32:
             raise DataError(f"{vectors_path}: expected float32 [V, dim], got "
                             f"{vectors.dtype} {vectors.shape}")
