@@ -8,7 +8,6 @@ error naming the shard; with ``skip_corrupt`` the rest of the shard is
 skipped, counted and logged. Nothing is dropped silently.
 """
 
-import glob as _glob
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from vidcore.errors import DataError
-from vidcore.files import is_url, parent_dir
+from vidcore.files import glob, parent_dir
 
 # A TFRecord frame: uint64 length, uint32 length CRC, data, uint32 data CRC.
 RECORD_OVERHEAD_BYTES = 16
@@ -37,10 +36,7 @@ def list_files(pattern, flag_name="data pattern"):
     """
     files = []
     for part in [p.strip() for p in str(pattern).split(",") if p.strip()]:
-        if is_url(part):
-            files.extend(tf.io.gfile.glob(part))
-        else:
-            files.extend(_glob.glob(part))
+        files.extend(glob(part))
     files = sorted(set(files))
     if not files:
         raise DataError(f"no files match {flag_name}={pattern!r}")
@@ -378,10 +374,8 @@ def manifest_record_count(files):
     when a shard is not listed in one."""
     counts = {}
     for directory in {parent_dir(f) for f in files}:
-        pattern = f"{directory}/manifest-*.json"
         try:
-            manifests = (tf.io.gfile.glob(pattern) if is_url(directory)
-                         else _glob.glob(pattern))
+            manifests = glob(f"{directory}/manifest-*.json")
         except tf.errors.OpError:
             continue
         for manifest in manifests:

@@ -51,24 +51,24 @@ _MALLOC_TRIM = _libc_malloc_trim()
 
 
 # Tests that start a process needing several GB (full-size published
-# presets, the GPU check's long graphs) run first and, under pytest-xdist
-# (`-n 2 --dist loadgroup`, the README's command), one after another in one
-# worker, so that two of them never run at once.
-_MEMORY_HEAVY_FIRST = (
-    "test_cli_yt8m.py::test_published_command_runs",
-    "test_gpu_check.py::test_smoke_every_family_and_precision",
-    "test_cli_kinetics.py::test_presets_run",
-)
+# presets, the GPU check's long graphs, the Kinetics presets) are marked
+# `@pytest.mark.xdist_group("memory_heavy")` in their files: under
+# pytest-xdist (`-n 2 --dist loadgroup`, the README's command) they run one
+# after another in one worker, so that two of them never run at once, and
+# they run first, while the processes beside them are still small.
+_MEMORY_HEAVY_GROUP = "memory_heavy"
+
+
+def _memory_heavy(item):
+    marker = item.get_closest_marker("xdist_group")
+    return marker is not None and _MEMORY_HEAVY_GROUP in marker.args
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Moves the memory-heavy subprocess tests to the front (stable); they
-    carry ``@pytest.mark.xdist_group("memory_heavy")`` themselves (a marker
-    added here comes too late for xdist's grouping)."""
-    first = [item for item in items
-             if any(key in item.nodeid for key in _MEMORY_HEAVY_FIRST)]
+    """Moves the memory-heavy subprocess tests to the front (stable)."""
+    first = [item for item in items if _memory_heavy(item)]
     if first:
-        rest = [item for item in items if item not in first]
+        rest = [item for item in items if not _memory_heavy(item)]
         items[:] = first + rest
 
 

@@ -1,6 +1,8 @@
 """Atomic file writes shared by every tool: a reader never sees a file half
 written, and an interrupted write leaves the previous file (if any) intact."""
 
+import glob as _glob
+import gzip
 import io
 import json
 import os
@@ -66,6 +68,20 @@ class GFileStream(io.RawIOBase):
         super().close()
 
 
+def is_file(path):
+    """True when ``path`` (any tf.io.gfile filesystem) is an existing file,
+    not a directory."""
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
+def glob(pattern):
+    """Paths matching ``pattern``: the standard library's glob for a local
+    pattern, ``tf.io.gfile.glob`` for any other filesystem."""
+    if is_url(pattern):
+        return tf.io.gfile.glob(pattern)
+    return _glob.glob(pattern)
+
+
 def open_binary(path, mode="rb"):
     """A buffered binary stream of ``path``: open() for a local path,
     GFileStream for any other filesystem."""
@@ -74,6 +90,20 @@ def open_binary(path, mode="rb"):
     stream = GFileStream(path, mode)
     return (io.BufferedReader(stream) if mode == "rb"
             else io.BufferedWriter(stream))
+
+
+def open_gzip(path):
+    """A gzip reader of ``path`` (any tf.io.gfile filesystem)."""
+    if is_url(path):
+        return gzip.GzipFile(fileobj=open_binary(path, "rb"), mode="rb")
+    return gzip.open(path, "rb")
+
+
+def _partial_path(path):
+    """The hidden temporary name (``.<name>.partial``) an atomic write uses
+    beside ``path``; it matches no ``prefix*`` glob."""
+    return os.path.join(os.path.dirname(path),
+                        "." + os.path.basename(path) + ".partial")
 
 
 def write_text_atomic(path, text):
@@ -86,8 +116,7 @@ def write_text_atomic(path, text):
         path: destination file.
         text: str content.
     """
-    tmp = os.path.join(os.path.dirname(path),
-                       "." + os.path.basename(path) + ".partial")
+    tmp = _partial_path(path)
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
@@ -102,8 +131,7 @@ def write_lines_atomic(path, lines):
         path: destination file.
         lines: iterable of str.
     """
-    tmp = os.path.join(os.path.dirname(path),
-                       "." + os.path.basename(path) + ".partial")
+    tmp = _partial_path(path)
     with tf.io.gfile.GFile(tmp, "w") as f:
         for line in lines:
             f.write(line + "\n")
@@ -118,8 +146,7 @@ def write_bytes_atomic(path, data):
         path: destination file.
         data: bytes content.
     """
-    tmp = os.path.join(os.path.dirname(path),
-                       "." + os.path.basename(path) + ".partial")
+    tmp = _partial_path(path)
     with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(data)
     tf.io.gfile.rename(tmp, path, overwrite=True)

@@ -35,7 +35,6 @@ on both sides (``python_tokenize`` on bytes, ``tokenize`` via
 ``tf.strings.unicode_transcode``).
 """
 
-import gzip
 import io
 import os
 import re
@@ -96,8 +95,7 @@ def _open_binary(path):
     with files.open_binary(path, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(files.open_binary(path, "rb") if files.is_url(path)
-                         else path, "rb")
+        return files.open_gzip(path)
     if files.is_url(path):
         return files.open_binary(path, "rb")
     return open(path, "rb", buffering=1 << 20)
@@ -418,7 +416,7 @@ class WordVectors:
         vocab_path = f"{directory.rstrip('/')}/{VOCAB_FILE}"
         vectors_path = f"{directory.rstrip('/')}/{VECTORS_FILE}"
         for p in (vocab_path, vectors_path):
-            if not tf.io.gfile.exists(p) or tf.io.gfile.isdir(p):
+            if not files.is_file(p):
                 raise DataError(f"{p}: missing; expected a directory written "
                                 f"by WordVectors.save ({VOCAB_FILE} and "
                                 f"{VECTORS_FILE})")

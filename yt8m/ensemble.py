@@ -479,12 +479,12 @@ def run_ensemble(input_files, output_file=None, weights=None, top_k=20,
                              "supported")
     weights = normalise_weights(weights, num_models)
     for path in list(input_files) + ([labels_file] if labels_file else []):
-        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        if not files.is_file(path):
             raise FileNotFoundError(f"input file not found: {path}")
-    out_dir = files.parent_dir(output_file or "./-")
-    if output_file and not tf.io.gfile.isdir(out_dir):
+    if output_file and not tf.io.gfile.isdir(files.parent_dir(output_file)):
         raise FileNotFoundError(f"cannot write --output_file={output_file}: "
-                                f"directory {out_dir} does not exist")
+                                f"directory {files.parent_dir(output_file)} "
+                                "does not exist")
     predictions = load_predictions(input_files, num_classes)
     perms = align(predictions)
     labels = None

@@ -617,8 +617,7 @@ def _open_binary(path):
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"prediction file not found: {path}")
     if path.endswith(".gz"):
-        return gzip.open(files.open_binary(path, "rb") if files.is_url(path)
-                         else path, "rb")
+        return files.open_gzip(path)
     return files.open_binary(path, "rb")
 
 
