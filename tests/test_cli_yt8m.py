@@ -86,13 +86,15 @@ def test_eval_inference_and_gap_above_chance(trained, demo_data, tmp_path):
     ids, classes, scores = submission.read_video_predictions(out)
     assert len(ids) == len(set(ids)) == 37
     assert (np.diff(scores, axis=1) <= 0).all()
-    # The file's GAP (top 20 of 20 classes) equals the evaluation's.
+    # The file's GAP (top 20 of 20 classes) equals the evaluation's, up to
+    # the file's 6 significant digits: scores near 1 round to equal values,
+    # and their ties may order differently (seen once: 4.8e-5 apart).
     label_ids, label_lists = submission.read_labels(labels)
     assert list(label_ids) == list(ids)
     gap = metrics.global_average_precision_sparse(scores, classes,
                                                   [set(l) for l in
                                                    label_lists], top_k=20)
-    assert gap == pytest.approx(result["gap"], abs=1e-5)
+    assert gap == pytest.approx(result["gap"], abs=1e-4)
 
 
 def test_eval_loop_stops_after_the_final_checkpoint(trained, demo_data,
