@@ -310,6 +310,12 @@ class Source:
         id_key = detect_schema(files, cfg)
         return cls(files, records.file_sizes(files), id_key)
 
+    def only(self, files):
+        """The same source restricted to ``files`` (a subset, e.g. one
+        evaluation worker's block)."""
+        size = dict(zip(self.files, self.sizes))
+        return Source(list(files), [size[f] for f in files], self.id_key)
+
 
 def _record_stream(source, cfg, files_ds, deterministic, counter):
     """Interleaved per-shard streams: raw (record, name) pairs in strict

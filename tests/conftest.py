@@ -157,3 +157,41 @@ def _distinct_collective_keys():
     from tensorflow.python.distribute import mirrored_strategy
     mirrored_strategy.MirroredStrategy._collective_key_base += 100000
     yield
+
+
+@pytest.fixture
+def run_workers():
+    """Runs one CLI as the workers of a local cluster, all at once.
+
+    ``run_workers(["yt8m.eval", "--flag=..."], count)`` starts ``count``
+    processes of ``python -m yt8m.eval ... --strategy=multi_worker``, each
+    with the TF_CONFIG of worker I of a ``count``-worker cluster (the
+    evaluation CLIs only read it: no server starts), waits for all and
+    returns their CompletedProcess objects in worker order.
+    """
+    import json
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(args, count, timeout=600):
+        cluster = {"worker": [f"localhost:{20000 + i}" for i in range(count)]}
+        procs = []
+        for index in range(count):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {
+                       "type": "worker", "index": index}})}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", *args, "--strategy=multi_worker"],
+                cwd=repo, env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True))
+        done = []
+        for index, proc in enumerate(procs):
+            out, err = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                    out, err))
+        for index, proc in enumerate(done):
+            assert proc.returncode == 0, (index, proc.stdout, proc.stderr)
+        return done
+
+    return run

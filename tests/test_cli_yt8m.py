@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -122,6 +123,59 @@ def test_inference_mirrored_ragged_batches_equal_one_device(trained,
     assert list(one[0]) == list(two[0])  # 37 = 3 x (2 x 5) + 7: ragged
     np.testing.assert_array_equal(one[1], two[1])
     np.testing.assert_allclose(one[2], two[2], rtol=1e-4)
+
+
+def _worker_shares(procs):
+    """{worker index: videos} from each process's ``worker I: N videos``."""
+    shares = {}
+    for proc in procs:
+        found = re.findall(r"^worker (\d+): (\d+) videos$", proc.stdout,
+                           re.MULTILINE)
+        assert len(found) == 1, proc.stdout
+        shares[int(found[0][0])] = int(found[0][1])
+    return shares
+
+
+def test_eval_split_over_two_workers_equals_one_process(
+        trained, demo_data, tmp_path, run_workers):
+    args = [f"--eval_data_pattern={_validate(demo_data)}",
+            f"--train_dir={trained}", "--batch_size=16"]
+    one = run_cli(yeval, *args, f"--eval_dir={tmp_path / 'one'}")
+    procs = run_workers(["yt8m.eval", *args,
+                         f"--eval_dir={tmp_path / 'two'}"], 2)
+    shares = _worker_shares(procs)
+    assert sorted(shares) == [0, 1] and min(shares.values()) > 0
+    assert sum(shares.values()) == one["num_videos"] == 37
+    assert "Metrics written" in procs[0].stdout
+    assert "Metrics written" not in procs[1].stdout
+    split = json.load(open(tmp_path / "two" / "metrics_step60.json"))
+    for key in ("gap", "map", "hit_at_one", "perr", "avg_loss"):
+        assert split[key] == pytest.approx(one[key], rel=0, abs=1e-9), key
+    assert split["num_videos"] == 37
+    assert not [n for n in os.listdir(tmp_path / "two") if n.startswith(".")]
+
+
+def test_inference_split_with_a_worker_without_shards_equals_one_process(
+        trained, demo_data, tmp_path, run_workers):
+    shard = f"{demo_data}/validate0000.tfrecord"
+    args = [f"--input_data_pattern={shard}", f"--train_dir={trained}",
+            "--batch_size=16", "--top_k=5"]
+    run_cli(inference, *args, f"--output_file={tmp_path / 'one.csv'}",
+            f"--output_labels_file={tmp_path / 'one_labels.csv'}")
+    out = tmp_path / "split"
+    out.mkdir()
+    procs = run_workers(["yt8m.inference", *args,
+                         f"--output_file={out / 'two.csv'}",
+                         f"--output_labels_file={out / 'two_labels.csv'}"],
+                        2)
+    shares = _worker_shares(procs)
+    assert shares[1] == 0 and shares[0] > 0  # one shard, two workers
+    for one, two in (("one.csv", "split/two.csv"),
+                     ("one_labels.csv", "split/two_labels.csv")):
+        assert (tmp_path / one).read_bytes() == (tmp_path / two).read_bytes()
+    ids, _, _ = submission.read_video_predictions(str(out / "two.csv"))
+    assert len(ids) == len(set(ids)) == shares[0]
+    assert sorted(os.listdir(out)) == ["two.csv", "two_labels.csv"]
 
 
 def test_export_serving_signature(trained, demo_data, tmp_path):

@@ -493,6 +493,35 @@ class StreamingYT8MMetrics:
         self._hit_count += int(np.count_nonzero(arrays["hit_at_one"]))
         self._class_positives += arrays["class_positives"]
 
+    def state(self):
+        """Everything accumulated, as a dict of numpy arrays (e.g. to send
+        one worker's share of an evaluation to the chief)."""
+        return {"scores": self._scores.view(),
+                "classes": self._classes.view(),
+                "hits": self._hits.view(), "perr": self._perr.view(),
+                "hit_count": np.int64(self._hit_count),
+                "class_positives": self._class_positives}
+
+    def merge(self, state):
+        """Appends the videos of another accumulator's :meth:`state` (same
+        num_classes and top_k) after those already here.
+
+        Merging the shares of consecutive parts of a split in order gives
+        exactly the state (and result) of one accumulator over all of it.
+        """
+        if np.shape(state["class_positives"]) != (self.num_classes,) or (
+                np.shape(state["scores"])[1:] != (self._k,)):
+            raise ValueError(
+                f"cannot merge a state of {np.shape(state['class_positives'])}"
+                f" classes x {np.shape(state['scores'])[1:]} predictions "
+                f"into {self.num_classes} x {self._k}")
+        self._scores.append(state["scores"])
+        self._classes.append(state["classes"])
+        self._hits.append(state["hits"])
+        self._perr.append(state["perr"])
+        self._hit_count += int(state["hit_count"])
+        self._class_positives += state["class_positives"]
+
     def _check_summary(self, arrays):
         """Validates shapes and the positives bookkeeping of a summary."""
         scores, cls = arrays["scores"], arrays["classes"]

@@ -147,6 +147,48 @@ class _AtomicTextFile:
             pass
 
 
+def concatenate_files(path, parts, header):
+    """Writes ``header`` and then the rows of every part file, in order, to
+    ``path`` (atomically; ``.gz`` compresses). Used by the chief of a
+    multi-worker inference to join the workers' files.
+
+    Args:
+      path: output path.
+      parts: paths of uncompressed files that each start with ``header``.
+      header: the header line, without newline.
+
+    Returns:
+      Number of rows written.
+
+    Raises:
+      PredictionFileError: a part with another header, or a video id (the
+        first cell) in more than one row.
+    """
+    out = _AtomicTextFile(path)
+    seen = set()
+    try:
+        out.write(header + "\n")
+        for part in parts:
+            with tf.io.gfile.GFile(part, "r") as f:
+                first = f.readline().rstrip("\n")
+                if first != header:
+                    raise PredictionFileError(
+                        f"{part}: header {first!r}, expected {header!r}")
+                for line in f:
+                    video_id = line.split(",", 1)[0]
+                    if video_id in seen:
+                        raise PredictionFileError(
+                            f"video id {video_id!r} of {part} is already "
+                            f"in {path}")
+                    seen.add(video_id)
+                    out.write(line)
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return len(seen)
+
+
 def _write_text_atomically(path_or_file, header, lines):
     """Writes a header and lines to a path (atomically) or an open text file.
 
@@ -188,6 +230,8 @@ def as_video_ids(video_ids):
         whitespace (it could not be written to or read back from a CSV line).
     """
     ids = np.asarray(video_ids)
+    if ids.size == 0 and ids.ndim == 1:  # [] is float64 to numpy
+        return ids.astype(str)
     if ids.ndim != 1:
         raise PredictionFileError(
             f"video ids must be a 1-D sequence, got shape {ids.shape}")
