@@ -11,10 +11,16 @@ their eval command) on MSR-VTT 1k-A, YouCook2 validation and LSMDC test:
 
 Prints R@1, R@5, R@10 (percent of queries) and median rank (1-based) per
 set as a table; ties count against the model (``--ties``).
+
+With ``--strategy=multi_worker`` (TF_CONFIG), each chief/worker process
+embeds a block of every set's shards and the chief joins them (in shard
+order, so the metrics are those of one process) through hidden files beside
+``--output_json`` (vidcore.eval_workers).
 """
 
 import os
 
+import numpy as np
 from absl import flags, logging
 
 from howto import evaluation
@@ -23,7 +29,8 @@ from howto import weights
 from howto.models import build_model
 from input_pipeline import howto as reader
 from input_pipeline import records
-from vidcore import cli, distribute, metrics
+from vidcore import cli, distribute, eval_workers, metrics
+from vidcore import files as files_lib
 from vidcore.files import write_json_atomic
 from vidcore.errors import UserInputError
 
@@ -36,6 +43,7 @@ flags.DEFINE_string(
     "checkpoint directory).",
     flag_values=FLAGS,
 )
+eval_workers.define_flags(FLAGS)
 
 
 def model_and_vectors():
@@ -82,7 +90,18 @@ def main(argv):
             "their shard globs"
         )
     cfg, weights_path, word2vec, state = model_and_vectors()
-    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    workers = eval_workers.Workers.from_strategy(FLAGS.strategy)
+    output = FLAGS.output_json or (
+        os.path.join(FLAGS.checkpoint_dir, "retrieval.json")
+        if not FLAGS.pretrain_path
+        else ""
+    )
+    if workers.is_split and not output:
+        raise UserInputError(
+            "--strategy=multi_worker needs --output_json (in a directory "
+            "every worker reaches: the workers' shares go there)")
+    strategy = distribute.make_strategy(
+        workers.local_strategy_name(FLAGS.strategy), FLAGS.tpu)
     encoder = weights.text_encoder(word2vec, cfg.we_dim)
     set_files, clip_cfg = {}, None
     for name, pattern in sets.items():
@@ -101,28 +120,56 @@ def main(argv):
         model = build_model(cfg)
     loaded = weights.load_pretrained(model, weights_path, state)
     logging.info("weights from %s", loaded)
-    results = evaluation.evaluate_sets(
-        strategy,
-        model,
-        set_files,
-        clip_cfg,
-        encoder,
-        FLAGS.batch_size_val,
-        ties=FLAGS.ties,
-        video_to_text=FLAGS.video_to_text,
-    )
+    embeddings = embed_by_workers(strategy, model, set_files, clip_cfg,
+                                  encoder, workers, output, str(loaded))
+    if embeddings is None:  # another worker: the chief reports
+        return None
+    results = evaluation.retrieval_results(
+        embeddings, ties=FLAGS.ties, video_to_text=FLAGS.video_to_text)
     print(metrics.format_retrieval_table(results))
-    output = FLAGS.output_json or (
-        os.path.join(FLAGS.checkpoint_dir, "retrieval.json")
-        if not FLAGS.pretrain_path
-        else ""
-    )
     if output:
         write_json_atomic(output, {
             "weights": str(loaded), "ties": FLAGS.ties,
             "recall_unit": "percent", "results": results})
         print(f"wrote {output}")
     return results
+
+
+def embed_by_workers(strategy, model, set_files, clip_cfg, encoder, workers,
+                     output, weights_source):
+    """Embeds every set; with several workers each embeds its block of
+    every set's shards and the chief joins them in shard order.
+
+    Returns:
+        {set name: (text, video)} on the chief, None on other workers.
+    """
+    names = list(set_files)
+    exchange = eval_workers.ShareExchange(
+        workers, files_lib.parent_dir(output or "."), "howto-eval",
+        eval_workers.run_key("howto.eval", set_files, weights_source),
+        FLAGS.worker_timeout_secs)
+
+    def compute():
+        mine = {name: workers.shard_files(files)
+                for name, files in set_files.items()}
+        found = evaluation.embed_sets(strategy, model, mine, clip_cfg,
+                                      encoder, FLAGS.batch_size_val)
+        return {f"{kind}_{i}": found[name][j] for i, name in enumerate(names)
+                for j, kind in enumerate(("text", "video"))}
+
+    share, shares = eval_workers.share_work(workers, exchange, compute)
+    workers.announce(sum(len(share[f"text_{i}"])
+                         for i in range(len(names))), unit="clips")
+    if shares is None:
+        return None
+    exchange.remove()
+
+    def joined(key):
+        parts = [s[key] for s in shares if s[key].size]
+        return np.concatenate(parts) if parts else shares[0][key]
+
+    return {name: (joined(f"text_{i}"), joined(f"video_{i}"))
+            for i, name in enumerate(names)}
 
 
 def run():

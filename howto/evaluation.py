@@ -43,6 +43,28 @@ def embed_clip_set(strategy, model, files, clip_cfg, encoder, batch_size):
     return np.concatenate(texts), np.concatenate(videos)
 
 
+def embed_sets(strategy, model, sets, clip_cfg, encoder, batch_size):
+    """{name: (text [Q, D], video [Q, D])} of every set (embed_clip_set);
+    a set without files (one worker's empty block) gives [0, 0] arrays."""
+    empty = np.zeros((0, 0), np.float32)
+    return {name: (embed_clip_set(strategy, model, files, clip_cfg, encoder,
+                                  batch_size) if files else (empty, empty))
+            for name, files in sets.items()}
+
+
+def retrieval_results(embeddings, ties="pessimistic", video_to_text=False):
+    """Retrieval metrics of {name: (text, video)} embeddings (rows are
+    matching pairs); see evaluate_sets."""
+    results = {}
+    for name, (text, video) in embeddings.items():
+        results[f"{name} text->video"] = metrics.retrieval_metrics(
+            metrics.retrieval_ranks(text, video, ties=ties))
+        if video_to_text:
+            results[f"{name} video->text"] = metrics.retrieval_metrics(
+                metrics.retrieval_ranks(video, text, ties=ties))
+    return results
+
+
 def evaluate_sets(strategy, model, sets, clip_cfg, encoder, batch_size,
                   ties="pessimistic", video_to_text=False):
     """Retrieval metrics on each test set.
@@ -57,13 +79,6 @@ def evaluate_sets(strategy, model, sets, clip_cfg, encoder, batch_size,
         {row name: metrics dict} with rows "<name> text->video" (and
         "<name> video->text").
     """
-    results = {}
-    for name, files in sets.items():
-        text, video = embed_clip_set(strategy, model, files, clip_cfg,
-                                        encoder, batch_size)
-        results[f"{name} text->video"] = metrics.retrieval_metrics(
-            metrics.retrieval_ranks(text, video, ties=ties))
-        if video_to_text:
-            results[f"{name} video->text"] = metrics.retrieval_metrics(
-                metrics.retrieval_ranks(video, text, ties=ties))
-    return results
+    return retrieval_results(
+        embed_sets(strategy, model, sets, clip_cfg, encoder, batch_size),
+        ties=ties, video_to_text=video_to_text)

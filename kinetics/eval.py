@@ -13,6 +13,11 @@ Each video gives ``--clips_per_video`` evenly spaced clips (resize, centre
 crop); clip accuracy counts clips, video accuracy averages the clips'
 softmax per video (torchvision's recipe). Prints top-1/top-5 of both and
 writes them as JSON.
+
+With ``--strategy=multi_worker`` (TF_CONFIG), each chief/worker process
+scores a block of the shards and the chief joins them (in shard order, so
+the accuracies are those of one process) through hidden files beside
+``--output_json`` (vidcore.eval_workers).
 """
 
 import os
@@ -23,7 +28,9 @@ from absl import flags, logging
 from input_pipeline import video as reader
 from kinetics import evaluation, models
 from kinetics import flags as kflags
-from vidcore import cli, distribute, metrics, torch_io, training
+from vidcore import (cli, distribute, eval_workers, metrics, torch_io,
+                     training)
+from vidcore import files as files_lib
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic, write_text_atomic
 
@@ -36,6 +43,7 @@ flags.DEFINE_string(
     "predictions_csv", "",
     "Also write each video's id, label and top-5 classes with their mean "
     "softmax scores here.", flag_values=FLAGS)
+eval_workers.define_flags(FLAGS)
 
 
 def config_from_flags(state=None):
@@ -101,9 +109,50 @@ def write_predictions(path, files, probs, labels, video_index, class_names):
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def scores_by_workers(strategy, model, files, clip_cfg, batch, workers,
+                      output, key):
+    """clip_scores of ``files``; with several workers each scores its block
+    of shards and the chief joins them in shard order (video indices
+    shifted by the videos of the blocks before).
+
+    Returns:
+        (probs, labels, video_index) on the chief, None on other workers.
+    """
+    exchange = eval_workers.ShareExchange(
+        workers, files_lib.parent_dir(output), "kinetics-eval", key,
+        FLAGS.worker_timeout_secs)
+
+    def compute():
+        probs, labels, video_index = evaluation.clip_scores(
+            strategy, model, workers.shard_files(files), clip_cfg, batch)
+        return {"probs": probs, "labels": labels, "video_index": video_index,
+                "num_videos": np.int64(len(probs) // clip_cfg.clips_per_video)}
+
+    share, shares = eval_workers.share_work(workers, exchange, compute)
+    workers.announce(int(share["num_videos"]))
+    if shares is None:
+        return None
+    exchange.remove()
+    shares = [s for s in shares if len(s["probs"])]
+    offsets = np.cumsum([0] + [int(s["num_videos"]) for s in shares[:-1]])
+    return (np.concatenate([s["probs"] for s in shares]),
+            np.concatenate([s["labels"] for s in shares]),
+            np.concatenate([s["video_index"] + offset
+                            for s, offset in zip(shares, offsets)]))
+
+
 def main(argv):
     del argv
-    strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.tpu)
+    workers = eval_workers.Workers.from_strategy(FLAGS.strategy)
+    output = FLAGS.output_json or (
+        os.path.join(FLAGS.output_dir, "eval.json") if not FLAGS.weights
+        else "")
+    if workers.is_split and not output:
+        raise UserInputError(
+            "--strategy=multi_worker needs --output_json (in a directory "
+            "every worker reaches: the workers' shares go there)")
+    strategy = distribute.make_strategy(
+        workers.local_strategy_name(FLAGS.strategy), FLAGS.tpu)
     distribute.configure_mixed_precision(kflags.precision())
     files = kflags.split_files(FLAGS.val_dir, "val_dir")
     cfg, model, source = model_and_weights(strategy)
@@ -113,16 +162,18 @@ def main(argv):
         clips_per_video=FLAGS.clips_per_video, resize=cfg.resize,
         crop_size=cfg.crop_size)
     batch = FLAGS.batch_size * strategy.num_replicas_in_sync
-    probs, labels, video_index = evaluation.clip_scores(
-        strategy, model, files, clip_cfg, batch)
+    scores = scores_by_workers(
+        strategy, model, files, clip_cfg, batch, workers, output,
+        eval_workers.run_key("kinetics.eval", files, str(source),
+                             FLAGS.clips_per_video))
+    if scores is None:  # another worker: the chief reports
+        return None
+    probs, labels, video_index = scores
     try:
         results = evaluation.accuracy(probs, labels, video_index)
     except ValueError as e:
         raise UserInputError(f"--val_dir: {e}") from e
     print(f"{cfg.model} ({source}):\n" + evaluation.format_accuracy(results))
-    output = FLAGS.output_json or (
-        os.path.join(FLAGS.output_dir, "eval.json") if not FLAGS.weights
-        else "")
     if output:
         write_json_atomic(output, {
             "weights": str(source), "model": cfg.model,

@@ -41,6 +41,9 @@ def clip_scores(strategy, model, files, clip_cfg, batch_size):
         for key, chunks in parts.items():
             chunks.append(out[key][keep])
     if not parts["probs"]:
+        if not files:  # one worker's empty block of shards
+            return (np.zeros((0, 0), np.float32), np.zeros(0, np.int32),
+                    np.zeros(0, np.int64))
         raise ValueError("the evaluation shards hold no videos")
     return tuple(np.concatenate(parts[k]) for k in
                  ("probs", "labels", "video_index"))

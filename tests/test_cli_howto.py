@@ -104,6 +104,30 @@ def test_eval_beats_chance_and_writes_json(trained, howto_data, tmp_path):
     assert saved["results"]["MSR-VTT text->video"] == t2v
 
 
+def test_eval_split_over_two_workers_equals_one_process(
+        trained, howto_data, tmp_path, run_workers):
+    release = os.path.join(os.path.dirname(howto_data["shards"]), "release")
+    shards = str(tmp_path / "shards")
+    howto_eval_sets.convert_eval_set(
+        "msrvtt", os.path.join(release, "msrvtt_test.csv"),
+        os.path.join(release, "msrvtt_test_features.npz"), shards,
+        dims=(16, 16), num_shards=3, progress=False)
+    args = ["--eval_msrvtt=1", f"--msrvtt_test_path={shards}/msrvtt_test-*",
+            f"--checkpoint_dir={trained}", "--video_to_text",
+            "--batch_size_val=256"]
+    one = run_cli(heval, *args, f"--output_json={tmp_path / 'one.json'}")
+    out = tmp_path / "split"
+    out.mkdir()
+    procs = run_workers(["howto.eval", *args,
+                         f"--output_json={out / 'two.json'}"], 2)
+    counts = [int(p.stdout.split("worker ")[1].split(":")[1].split()[0])
+              for p in procs]
+    assert counts[0] > 0 and counts[1] > 0 and sum(counts) == 1000
+    split = json.load(open(out / "two.json"))["results"]
+    assert split == json.loads(json.dumps(one))
+    assert os.listdir(out) == ["two.json"]
+
+
 def test_training_resumes_and_lr_decays_per_epoch(trained, howto_data):
     step = run_cli(train, f"--train_data={howto_data['train']}",
                    f"--word2vec_path={WORD_VECTORS}", *SMALL, "--epochs=4",

@@ -111,6 +111,30 @@ def test_eval_reports_clip_and_video_accuracy(trained, data, tmp_path):
     assert all(r.split(",")[1] in CLASSES for r in rows[1:])
 
 
+def test_eval_split_over_two_workers_equals_one_process(trained, data,
+                                                        tmp_path,
+                                                        run_workers):
+    # train/ has two shards: one per worker.
+    args = [f"--data_path={data}", "--val_dir=train",
+            f"--output_dir={trained}", "--clips_per_video=3",
+            "--batch_size=4"]
+    one = run_cli(keval, *args, f"--output_json={tmp_path / 'one.json'}",
+                  f"--predictions_csv={tmp_path / 'one.csv'}")
+    out = tmp_path / "split"
+    out.mkdir()
+    procs = run_workers(["kinetics.eval", *args,
+                         f"--output_json={out / 'two.json'}",
+                         f"--predictions_csv={out / 'two.csv'}"], 2)
+    assert [p.stdout.count(f"worker {i}: 2 videos")
+            for i, p in enumerate(procs)] == [1, 1]
+    split = json.loads((out / "two.json").read_text())["results"]
+    assert split.keys() == one.keys()
+    for key, value in one.items():
+        assert split[key] == pytest.approx(value, rel=0, abs=1e-9), key
+    assert (out / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert sorted(os.listdir(out)) == ["two.csv", "two.json"]
+
+
 def test_resume_continues_and_refuses_another_model(trained, data, tmp_path):
     import shutil
     copy = str(tmp_path / "copy")
