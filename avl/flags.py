@@ -26,7 +26,6 @@ needed: each record carries its streams' frame rates (set when converting,
 ``howto_writer --feature_rate_2d``).
 """
 
-import json
 import os
 
 import tensorflow as tf
@@ -38,6 +37,7 @@ from input_pipeline import features as keys
 from input_pipeline import howto as howto_reader
 from input_pipeline import records
 from vidcore import cli
+from vidcore import files as vfiles
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -407,25 +407,19 @@ def eval_sets(cfg):
 def write_run_record(checkpoint_dir, cfg, word2vec_path):
     """Writes model_config.json (the AVLConfig, as avl.convert_torch does)
     and avl_run.json (the word vectors) into checkpoint_dir."""
-    os.makedirs(checkpoint_dir, exist_ok=True)
+    tf.io.gfile.makedirs(checkpoint_dir)
     write_json_atomic(os.path.join(checkpoint_dir, MODEL_CONFIG_FILE),
                       cfg.to_dict())
     write_json_atomic(os.path.join(checkpoint_dir, RUN_RECORD_FILE), {
-        "word2vec_path": (os.path.abspath(word2vec_path) if word2vec_path
+        "word2vec_path": (vfiles.display_path(word2vec_path) if word2vec_path
                           else "")})
 
 
 def read_run_record(checkpoint_dir):
     """(AVLConfig, word2vec path or "") of a training or avl.convert_torch
     directory, or None when it holds no model_config.json."""
-    path = os.path.join(checkpoint_dir, MODEL_CONFIG_FILE)
-    if not os.path.exists(path):
+    record = vfiles.read_json(os.path.join(checkpoint_dir, MODEL_CONFIG_FILE))
+    if record is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        cfg = AVLConfig.from_dict(json.load(f))
-    word2vec = ""
-    run = os.path.join(checkpoint_dir, RUN_RECORD_FILE)
-    if os.path.exists(run):
-        with open(run, encoding="utf-8") as f:
-            word2vec = json.load(f).get("word2vec_path", "")
-    return cfg, word2vec
+    run = vfiles.read_json(os.path.join(checkpoint_dir, RUN_RECORD_FILE))
+    return AVLConfig.from_dict(record), (run or {}).get("word2vec_path", "")

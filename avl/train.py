@@ -27,7 +27,6 @@ did. ``--apex_level=1`` trains in mixed_float16. ``--dry_run`` prints the
 model summary and ``Trainable parameters: N``.
 """
 
-import os
 
 import keras
 import tensorflow as tf
@@ -42,6 +41,7 @@ from input_pipeline import avl as reader
 from input_pipeline import howto as howto_reader
 from input_pipeline import records
 from vidcore import cli, distribute, losses, training
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 
 FLAGS = aflags.FLAGS
@@ -192,7 +192,7 @@ def main(argv):
     if chief:
         training.cleanup_worker_dirs(FLAGS.checkpoint_dir)
         print(f"Training finished at step {step}; checkpoints in "
-              f"{os.path.abspath(FLAGS.checkpoint_dir)}")
+              f"{vfiles.display_path(FLAGS.checkpoint_dir)}")
     return step
 
 

@@ -51,7 +51,7 @@ def stored_config(path, state_dict=None, max_words=20,
         return convert_torch.config_from_state_dict(
             state, max_words=max_words,
             fuse_videoaudio_additive=fuse_videoaudio_additive), ""
-    directory = path if os.path.isdir(path) else os.path.dirname(path)
+    directory = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
     return aflags.read_run_record(directory)
 
 
@@ -88,7 +88,7 @@ def load_pretrained(model, path, state_dict=None):
             path)
         convert_torch.load_torch_state_dict(model, state)
         return path
-    if not (os.path.isdir(path) or tf.io.gfile.exists(path + ".index")):
+    if not (tf.io.gfile.isdir(path) or tf.io.gfile.exists(path + ".index")):
         raise UserInputError(f"--pretrain_path={path}: not a .pth file, a "
                              f"checkpoint directory or a checkpoint prefix")
     return howto_weights.load_pretrained(model, path)

@@ -44,6 +44,7 @@ from absl import flags
 from howto import milnce_data, milnce_eval, milnce_eval_cli
 from howto import milnce_flags as mflags
 from vidcore import cli
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 from vidcore.files import write_text_atomic
 
@@ -75,16 +76,17 @@ CONVERTER = "tfrecord_tools.video_writer"
 
 
 def list_videos(video_dir):
-    """Video files below ``video_dir`` (by type, hidden ones skipped),
-    sorted."""
+    """Video files below ``video_dir`` (any tf.io.gfile filesystem; by
+    type, hidden ones skipped), sorted."""
     found = []
-    for root, dirs, files in os.walk(video_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+    for root, dirs, files in tf.io.gfile.walk(video_dir):
+        dirs[:] = sorted(d for d in (d.rstrip("/") for d in dirs)
+                         if not d.startswith(".")
                          and d != "vidmodels_records")
         for name in files:
             kind = mimetypes.guess_type(name)[0] or ""
             if not name.startswith(".") and kind.startswith("video/"):
-                found.append(os.path.abspath(os.path.join(root, name)))
+                found.append(vfiles.display_path(os.path.join(root, name)))
     return sorted(found)
 
 
@@ -105,7 +107,7 @@ def input_records():
     else:
         if not tf.io.gfile.exists(source):
             raise UserInputError(f"--csv={source} does not exist")
-        base = os.path.dirname(os.path.abspath(source))
+        base = vfiles.parent_dir(source)
     cache = FLAGS.records_cache or milnce_data.default_cache(base, CACHE_NAME)
     tf.io.gfile.makedirs(cache)
     csv_path = source

@@ -8,13 +8,14 @@ still defined: passing one ends with a message saying which converter makes
 the shards and which flag takes them.
 """
 
-import json
 import os
 
+import tensorflow as tf
 from absl import flags
 
 from howto.models import ModelConfig
 from vidcore import cli
+from vidcore import files as vfiles
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -354,21 +355,20 @@ def eval_sets_from_flags():
 
 def write_model_record(checkpoint_dir, cfg, word2vec_path):
     """Writes checkpoint_dir/model_config.json (model + word vectors)."""
-    os.makedirs(checkpoint_dir, exist_ok=True)
+    tf.io.gfile.makedirs(checkpoint_dir)
     path = os.path.join(checkpoint_dir, MODEL_CONFIG_FILE)
     write_json_atomic(path, {
         "model": cfg.to_dict(),
-        "word2vec_path": (os.path.abspath(word2vec_path) if word2vec_path
+        "word2vec_path": (vfiles.display_path(word2vec_path) if word2vec_path
                           else "")})
 
 
 def read_model_record(checkpoint_dir):
     """(ModelConfig, word2vec_path) recorded in checkpoint_dir, or None."""
-    path = os.path.join(checkpoint_dir, MODEL_CONFIG_FILE)
-    if not os.path.exists(path):
+    record = vfiles.read_json(os.path.join(checkpoint_dir,
+                                          MODEL_CONFIG_FILE))
+    if record is None:
         return None
-    with open(path) as f:
-        record = json.load(f)
     return ModelConfig.from_dict(record["model"]), record.get(
         "word2vec_path", ""
     )

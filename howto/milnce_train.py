@@ -43,6 +43,7 @@ from howto import milnce_flags as mflags
 from input_pipeline import milnce as reader
 from input_pipeline import records
 from vidcore import cli, distribute, losses, schedules, training
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 
 FLAGS = mflags.FLAGS
@@ -210,7 +211,7 @@ def main(argv):
     if chief:
         training.cleanup_worker_dirs(run_dir)
         print(f"Training finished at step {step}; checkpoints in "
-              f"{os.path.abspath(run_dir)}")
+              f"{vfiles.display_path(run_dir)}")
     return step
 
 

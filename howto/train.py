@@ -18,7 +18,6 @@ loss); ``--batch_size`` is the global number of videos, as in the original.
 ``--dry_run`` prints the model summary and trainable parameter count.
 """
 
-import os
 
 import keras
 import tensorflow as tf
@@ -31,6 +30,7 @@ from howto.models import build_model
 from input_pipeline import howto as reader
 from input_pipeline import records
 from vidcore import cli, distribute, losses, metrics, training
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 
 FLAGS = hflags.FLAGS
@@ -261,7 +261,7 @@ def main(argv):
         training.cleanup_worker_dirs(FLAGS.checkpoint_dir)
         print(
             f"Training finished at step {step}; checkpoints in "
-            f"{os.path.abspath(FLAGS.checkpoint_dir)}"
+            f"{vfiles.display_path(FLAGS.checkpoint_dir)}"
         )
     return step
 

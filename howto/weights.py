@@ -3,7 +3,6 @@ path of either kind (the authors' PyTorch state dict, ``.pth``, converted on
 the fly, or one of our checkpoint directories / prefixes), and the frozen
 word vectors of the text input."""
 
-import os
 
 import tensorflow as tf
 
@@ -38,7 +37,7 @@ def load_pretrained(model, path, state_dict=None):
             state_dict = convert_torch.read_state_dict(path)
         convert_torch.load_into_model(model, state_dict)
         return path
-    if os.path.isdir(path):
+    if tf.io.gfile.isdir(path):
         try:
             return training.restore_model_weights(model, path)
         except FileNotFoundError as e:

@@ -23,6 +23,7 @@ the accuracies are those of one process) through hidden files beside
 import os
 
 import numpy as np
+import tensorflow as tf
 from absl import flags, logging
 
 from input_pipeline import video as reader
@@ -72,7 +73,7 @@ def model_and_weights(strategy):
             raise UserInputError(f"--weights={FLAGS.weights}: {e}") from e
         return cfg, model, FLAGS.weights
     run_dir = FLAGS.output_dir
-    if FLAGS.resume and os.path.isdir(FLAGS.resume):
+    if FLAGS.resume and tf.io.gfile.isdir(FLAGS.resume):
         run_dir = FLAGS.resume
     cfg = models.read_config(run_dir)
     if cfg is None:
@@ -85,7 +86,7 @@ def model_and_weights(strategy):
                             FLAGS[name].value, run_dir, value)
     with strategy.scope():
         model = models.build_model(cfg)
-    checkpoint = (FLAGS.resume if FLAGS.resume and not os.path.isdir(
+    checkpoint = (FLAGS.resume if FLAGS.resume and not tf.io.gfile.isdir(
         FLAGS.resume) else None)
     try:
         path = training.restore_model_weights(model, run_dir, checkpoint)

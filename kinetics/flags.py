@@ -8,15 +8,15 @@ TFRecord shards written once by ``tfrecord_tools.video_writer`` (the recipe
 decoded the videos on every run; ``--cache_dataset`` is accepted and implied).
 """
 
-import glob
-import json
 import os
 
+import tensorflow as tf
 from absl import flags
 
 from input_pipeline import records
 from kinetics.models import DEFAULT_GEOMETRY, MODELS
 from vidcore import cli
+from vidcore import files as vfiles
 from vidcore.distribute import PRECISIONS, STRATEGIES
 from vidcore.errors import UserInputError
 
@@ -143,8 +143,9 @@ def split_files(sub, flag_name):
         raise UserInputError("--data_path is required (the folder holding "
                              "--train_dir and --val_dir)")
     path = os.path.join(FLAGS.data_path, sub)
-    if os.path.isdir(path):
-        files = sorted(f for f in glob.glob(os.path.join(path, "*.tfrecord*"))
+    if tf.io.gfile.isdir(path):
+        files = sorted(f for f in vfiles.glob(os.path.join(path,
+                                                          "*.tfrecord*"))
                        if not os.path.basename(f).startswith("."))
         if not files:
             raise UserInputError(f"--{flag_name}: no *.tfrecord shards in "
@@ -156,14 +157,14 @@ def split_files(sub, flag_name):
 def manifest_labels(files):
     """Class names the converter recorded for these shards, or None."""
     found = None
-    for directory in sorted({os.path.dirname(os.path.abspath(f))
-                             for f in files}):
-        for path in sorted(glob.glob(os.path.join(directory,
-                                                  "manifest-*.json"))):
+    for directory in sorted({vfiles.parent_dir(f) for f in files}):
+        for path in sorted(vfiles.glob(os.path.join(directory,
+                                                   "manifest-*.json"))):
             try:
-                with open(path) as f:
-                    labels = json.load(f).get("options", {}).get("classes")
-            except (OSError, ValueError, AttributeError):
+                labels = vfiles.read_json(path).get("options", {}).get(
+                    "classes")
+            except (OSError, ValueError, AttributeError,
+                    tf.errors.OpError):
                 continue
             if labels:
                 if found is not None and list(labels) != list(found):

@@ -6,10 +6,12 @@ evaluation rebuilds the same model and feeds it the same clips.
 """
 
 import dataclasses
-import json
 import os
 
+import tensorflow as tf
+
 from vidcore import backbones
+from vidcore import files as vfiles
 from vidcore.config import dataclass_from_dict
 from vidcore.errors import UserInputError
 from vidcore.files import write_json_atomic
@@ -91,17 +93,14 @@ def build_model(cfg, sync_bn=False, clip_len=None):
 
 def save_config(directory, cfg):
     """Writes directory/model_config.json."""
-    os.makedirs(directory, exist_ok=True)
+    tf.io.gfile.makedirs(directory)
     write_json_atomic(os.path.join(directory, CONFIG_FILE), cfg.to_dict())
 
 
 def read_config(directory):
     """The ModelConfig recorded in ``directory``, or None."""
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return ModelConfig.from_dict(json.load(f))
+    record = vfiles.read_json(os.path.join(directory, CONFIG_FILE))
+    return None if record is None else ModelConfig.from_dict(record)
 
 
 def load_torchvision(model, model_name, state_dict, skip_top=False):

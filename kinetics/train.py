@@ -32,6 +32,7 @@ from input_pipeline import video as reader
 from kinetics import evaluation, models
 from kinetics import flags as kflags
 from vidcore import cli, distribute, schedules, torch_io, training
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 
 FLAGS = kflags.FLAGS
@@ -162,7 +163,7 @@ def steps_per_epoch(train_files, global_batch):
 
 def validation_files():
     path = os.path.join(FLAGS.data_path, FLAGS.val_dir)
-    if not FLAGS.eval_each_epoch or not (os.path.isdir(path)
+    if not FLAGS.eval_each_epoch or not (tf.io.gfile.isdir(path)
                                          or tf.io.gfile.glob(path)):
         return []
     return kflags.split_files(FLAGS.val_dir, "val_dir")
@@ -291,7 +292,7 @@ def main(argv):
     if chief:
         training.cleanup_worker_dirs(FLAGS.output_dir)
         print(f"Training finished at step {step}; checkpoints in "
-              f"{os.path.abspath(FLAGS.output_dir)}")
+              f"{vfiles.display_path(FLAGS.output_dir)}")
     return step
 
 

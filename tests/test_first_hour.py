@@ -63,6 +63,46 @@ def test_missing_file_is_exactly_one_error_line(tmp_path):
         "--train_dir must be a directory written by python -m yt8m.train"]
 
 
+@pytest.mark.parametrize("args,flag", [
+    (("yt8m.eval", "--eval_data_pattern=s3://bucket/val*.tfrecord",
+      "--train_dir=s3://bucket/run"), "--eval_data_pattern"),
+    (("tfrecord_tools.howto_writer", "--csv=videos.csv",
+      "--caption_path=hdfs://nn/captions.json", "--features_path=f",
+      "--output_dir=out"), "--caption_path")])
+def test_a_filesystem_tensorflow_lacks_is_one_error_line(args, flag):
+    """s3:// / hdfs:// without a plugin: named before any work, not "no
+    such file"."""
+    proc = _run_cli(*args)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {flag}=")
+    assert "TensorFlow has no filesystem for" in lines[0]
+    assert "gs://" in lines[0] and "tensorflow-io" in lines[0]
+
+
+def test_scheme_check_passes_known_schemes_and_addresses():
+    from absl import flags as absl_flags
+
+    from vidcore import cli as core_cli
+    from vidcore.errors import UserInputError
+
+    values = absl_flags.FlagValues()
+    absl_flags.DEFINE_string("data", "gs://b/x*,ram://y/z", "",
+                             flag_values=values)
+    absl_flags.DEFINE_list("more", ["/local", "file:///a"], "",
+                           flag_values=values)
+    absl_flags.DEFINE_string("tpu", "grpc://10.0.0.2:8470", "",
+                             flag_values=values)
+    absl_flags.DEFINE_string("dist_url", "tcp://224.66.41.62:23456", "",
+                             flag_values=values)
+    values(["prog"])
+    core_cli.check_path_schemes(values)
+    values["more"].value = ["/local", "s3://bucket/a.csv"]
+    with pytest.raises(UserInputError, match=r"^--more=s3://bucket/a.csv: "):
+        core_cli.check_path_schemes(values)
+
+
 STARTUP = (
     "WARNING: All log messages before absl::InitializeLog() is called are "
     "written to STDERR\n"

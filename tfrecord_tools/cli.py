@@ -60,6 +60,7 @@ def handle_errors(main):
     @functools.wraps(main)
     def wrapper(argv):
         try:
+            core_cli.check_path_schemes()
             return main(argv)
         except (UserInputError, OSError, tf.errors.OpError) as e:
             core_cli.print_user_error(e)

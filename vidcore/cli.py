@@ -41,12 +41,69 @@ def clean_tf_message(message):
     return re.sub(r"\s+", " ", text)
 
 
+SCHEME_HINT = (
+    "other schemes (s3://, hdfs://, az://) need a filesystem plugin built "
+    "for this TensorFlow version (tensorflow-io), or mount the store as a "
+    "local folder (s3fs, gcsfuse, an HDFS FUSE mount)")
+
+
+def is_unknown_filesystem(error):
+    """True for TensorFlow's error on a path whose scheme no registered
+    filesystem implements (e.g. s3:// without a plugin)."""
+    import tensorflow as tf
+    return isinstance(error, tf.errors.UnimplementedError) and (
+        "File system scheme" in str(getattr(error, "message", error)))
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Storage schemes a user may give for data; addresses (tcp://, grpc://) in
+# flags such as --dist-url or --tpu are not paths and are not checked.
+_STORE_SCHEMES = frozenset({"s3", "s3a", "hdfs", "viewfs", "az", "abfs",
+                            "abfss", "wasb", "wasbs", "oss", "gs", "gcs",
+                            "ram", "file", "http", "https"})
+
+
+def check_path_schemes(flag_values=None):
+    """Stops with one line when a flag names a path on a filesystem that
+    this TensorFlow does not implement (s3:// without a plugin), before
+    any work starts; without this, ``tf.io.gfile.exists`` just answers
+    False and the user reads "no such file".
+
+    Args:
+        flag_values: the FlagValues to look through (default absl's global
+            FLAGS, to which every CLI's own flags are attached).
+
+    Raises:
+        UserInputError: naming the flag, the path and what would help.
+    """
+    import tensorflow as tf
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    known = set(tf.io.gfile.get_registered_schemes())
+    for name in sorted(flag_values):
+        value = flag_values[name].value
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, str):
+                continue
+            for part in item.split(","):
+                found = _URL.match(part.strip())
+                scheme = found.group(1).lower() if found else ""
+                if scheme in _STORE_SCHEMES and scheme not in known:
+                    raise UserInputError(
+                        f"--{name}={item}: TensorFlow has no filesystem "
+                        f"for {scheme}:// (it knows "
+                        f"{', '.join(sorted(s + '://' for s in known if s))}"
+                        f" and local paths); {SCHEME_HINT}")
+
+
 def user_error_message(error):
     """The one-line text shown for a user error (ours, OS or TensorFlow)."""
     if isinstance(error, (UserInputError, FileNotFoundError)):
         text = str(error)
     else:
         text = clean_tf_message(getattr(error, "message", str(error)))
+        if is_unknown_filesystem(error):
+            text = f"{text}: TensorFlow reads gs://, ram:// and local paths; " \
+                f"{SCHEME_HINT}"
     return " ".join(text.split())
 
 
@@ -68,9 +125,15 @@ def guarded(main):
     def wrapped(argv):
         # absl passes main's return value to sys.exit: results are not
         # exit codes, so they are dropped here.
+        import tensorflow as tf
         try:
+            check_path_schemes()
             main(argv)
         except (UserInputError, FileNotFoundError) + _tf_user_errors() as e:
+            report_and_exit(e)
+        except tf.errors.UnimplementedError as e:
+            if not is_unknown_filesystem(e):
+                raise
             report_and_exit(e)
     return wrapped
 

@@ -68,6 +68,23 @@ class GFileStream(io.RawIOBase):
         super().close()
 
 
+def display_path(path):
+    """``path`` as shown to a user: absolute when local, as given when it
+    is a URL (``os.path.abspath`` would turn ``gs://b/x`` into
+    ``<cwd>/gs:/b/x``)."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def read_json(path):
+    """The JSON document in ``path`` (any tf.io.gfile filesystem), or None
+    when there is no such file."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
 def is_file(path):
     """True when ``path`` (any tf.io.gfile filesystem) is an existing file,
     not a directory."""

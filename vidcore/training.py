@@ -33,7 +33,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 
@@ -544,7 +543,9 @@ def restore_model_weights(model, train_dir, checkpoint_path=None):
 
 def cleanup_worker_dirs(train_dir):
     """Removes scratch checkpoint folders of non-chief workers."""
-    shutil.rmtree(os.path.join(train_dir, ".workers"), ignore_errors=True)
+    path = os.path.join(train_dir, ".workers")
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
 
 
 def count_trainable_params(model):
