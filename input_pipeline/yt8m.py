@@ -375,7 +375,8 @@ def training_dataset(source, cfg, batch_size, input_context=None, seed=0,
 
 
 def evaluation_dataset(source, cfg, batch_size, counter=None):
-    """Every record exactly once, in file order, as padded batches of
+    """Every record exactly once, in a fixed order (a deterministic
+    round-robin over up to 8 shards at a time), as padded batches of
     (inputs, labels, meta) — see the module docstring."""
     files = tf.data.Dataset.from_tensor_slices(source.files)
     stream = _record_stream(source, cfg, files, deterministic=True,

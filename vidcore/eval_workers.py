@@ -250,8 +250,9 @@ class ShareExchange:
         return [shares[i] for i in range(self.workers.count)]
 
     def remove(self, suffixes=("npz",)):
-        """Chief: deletes the other workers' share files (after merging)."""
-        for index in range(1, self.workers.count):
+        """Chief: deletes every worker's share files with these suffixes
+        (after merging; the chief has no "npz" share file)."""
+        for index in range(self.workers.count):
             for suffix in suffixes:
                 path = self.path(index, suffix)
                 if tf.io.gfile.exists(path):

@@ -84,12 +84,6 @@ def video_result(accumulator, loss_sum):
     return result
 
 
-def evaluate_videos(model, strategy, dataset, num_classes, top_k):
-    """Streams a video-level evaluation; returns the metrics dict."""
-    return video_result(*accumulate_videos(model, strategy, dataset,
-                                           num_classes, top_k))
-
-
 def evaluate_segments(model, strategy, dataset, whitelist, top_k,
                       max_per_class, top_n):
     """Segment task: the submission's ranking scored on the rated pairs."""

@@ -1,16 +1,18 @@
 """Kaggle prediction files: ``python -m yt8m.inference``.
 
 Writes ``VideoId,LabelConfidencePairs`` with exactly one line per video (top
-``--top_k`` classes, string ids), reading every record once in file order,
-also under MirroredStrategy with a ragged last batch. A larger ``--top_k``
+``--top_k`` classes, string ids), reading every record once in a fixed
+order (a deterministic round-robin over up to 8 shards at a time), also
+under MirroredStrategy with a ragged last batch. A larger ``--top_k``
 (the published commands use 50) gives the raw scores that yt8m.ensemble
 averages. ``--segment_labels`` writes the 2019 ``Class,Segments`` file.
 The model settings come from what training recorded in ``--train_dir``.
 
 With ``--strategy=multi_worker`` (TF_CONFIG), each chief/worker process
 predicts a block of the shards into a hidden file beside ``--output_file``
-and the chief joins them into the file one process writes: the same bytes,
-every video once (vidcore.eval_workers).
+and the chief joins them in worker order: every video once, each line the
+bytes one process writes (one process interleaves the shards it reads, so
+with several shards per worker the line order differs; vidcore.eval_workers).
 """
 
 import numpy as np
@@ -124,12 +126,7 @@ def write_video_file_by_workers(model, strategy, source, reader_cfg,
                 FLAGS.output_labels_file,
                 [exchange.path(i, "labels.csv")
                  for i in range(workers.count)], submission.LABELS_HEADER)
-        exchange.remove()
-        for index in range(workers.count):
-            for suffix in ("csv", "labels.csv"):
-                path = exchange.path(index, suffix)
-                if tf.io.gfile.exists(path):
-                    tf.io.gfile.remove(path)
+        exchange.remove(("npz", "csv", "labels.csv"))
         if counter is not None:
             logging.warning("skipped by all workers: %s", {
                 k: sum(int(s[k]) for s in shares)
