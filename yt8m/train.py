@@ -6,7 +6,6 @@ data path differs); presets are in configs/yt8m/*.flags (``--flagfile``).
 parameter count without reading data.
 """
 
-import os
 
 import keras
 import tensorflow as tf
@@ -15,6 +14,7 @@ from absl import flags, logging
 from input_pipeline import records
 from input_pipeline import yt8m as reader
 from vidcore import cli, distribute, losses, training
+from vidcore import files as vfiles
 from vidcore.errors import UserInputError
 from yt8m import flags as yflags
 from yt8m.models import build_model, count_trainable_params
@@ -160,7 +160,7 @@ def main(argv):
         if not FLAGS.keep_worker_checkpoints:
             training.cleanup_worker_dirs(FLAGS.train_dir)
         print(f"Training finished at step {step}; checkpoints in "
-              f"{os.path.abspath(FLAGS.train_dir)}")
+              f"{vfiles.display_path(FLAGS.train_dir)}")
     return step
 
 
