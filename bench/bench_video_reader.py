@@ -14,6 +14,9 @@ frames (moving colour gradients plus noise, JPEG quality 90), by default
   delivered in batches (clips x 16);
 * evaluation reader: ``evaluation_dataset`` (5 uniform clips per video,
   centre crop), one full pass; frames delivered as above;
+* both readers twice: returning normalised float32 clips, and returning
+  the uint8 clip pixels (``normalize=False``) that kinetics.train and
+  kinetics.eval read, normalising them in the model's step on the device;
 
 and prints a markdown table ("vs bare decode": frames/s over the first
 row's). ``--profile`` adds the CPU milliseconds per video of the readers'
@@ -249,20 +252,24 @@ def main():
                 int)
             rows.append((name, frames, None, frames / (stored / num),
                          seconds, cpu, startup))
-        startup, seconds, cpu, clips = best_of(
-            args.rounds,
-            lambda: reader.training_dataset(files, cfg, args.batch, seed=0),
-            lambda e: int(e[1].shape[0]), args.train_batches)
-        rows.append(("training reader (5 random clips/video)",
-                     clips * cfg.clip_len, clips,
-                     clips / cfg.clips_per_video, seconds, cpu, startup))
-        startup, seconds, cpu, clips = best_of(
-            args.rounds,
-            lambda: reader.evaluation_dataset(files, cfg, args.batch),
-            lambda e: int(tf.reduce_sum(tf.cast(e[3], tf.int32))))
-        rows.append(("evaluation reader (5 uniform clips/video)",
-                     clips * cfg.clip_len, clips,
-                     clips / cfg.clips_per_video, seconds, cpu, startup))
+        for normalize, kind in ((True, "float32 clips"),
+                                (False, "uint8 pixels, as the CLIs read")):
+            startup, seconds, cpu, clips = best_of(
+                args.rounds,
+                lambda n=normalize: reader.training_dataset(
+                    files, cfg, args.batch, seed=0, normalize=n),
+                lambda e: int(e[1].shape[0]), args.train_batches)
+            rows.append((f"training reader (5 random clips/video; {kind})",
+                         clips * cfg.clip_len, clips,
+                         clips / cfg.clips_per_video, seconds, cpu, startup))
+            startup, seconds, cpu, clips = best_of(
+                args.rounds,
+                lambda n=normalize: reader.evaluation_dataset(
+                    files, cfg, args.batch, normalize=n),
+                lambda e: int(tf.reduce_sum(tf.cast(e[3], tf.int32))))
+            rows.append((f"evaluation reader (5 uniform clips/video; {kind})",
+                         clips * cfg.clip_len, clips,
+                         clips / cfg.clips_per_video, seconds, cpu, startup))
         stage_rows = None
         if args.profile:
             stage_rows = profile(

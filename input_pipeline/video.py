@@ -327,7 +327,7 @@ _video_seed = records.record_seed
 
 def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
                      shuffle_buffer=64, clip_shuffle_buffer=None,
-                     deterministic=False):
+                     deterministic=False, normalize=True):
     """Shuffled, repeated batches of training clips.
 
     Shards are shuffled per pass and split between input pipelines
@@ -353,10 +353,15 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
             default ``max(2 * batch_size, 4 * clips_per_video)``.
         deterministic: keep a fixed element order at the cost of some
             parallelism (then the batches are reproducible with ``seed``).
+        normalize: True: float32 clips. False: the batch's clip pixels
+            (uint8 where frames are stored at the resize size) for the
+            model's step to normalise with :func:`normalize_clip_pixels` on
+            the accelerator: the host then skips its largest stage after
+            decoding and sends a quarter of the bytes.
 
     Returns:
-        tf.data.Dataset of (float32 [batch_size, clip_len, crop, crop, 3],
-        int32 [batch_size]).
+        tf.data.Dataset of (float32 [batch_size, clip_len, crop, crop, 3]
+        or the clip pixels dict, int32 [batch_size]).
     """
     if clip_shuffle_buffer is None:
         clip_shuffle_buffer = max(2 * batch_size, 4 * cfg.clips_per_video)
@@ -376,25 +381,29 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
     # are normalised per batch (normalising per video, then copying float32
     # clips through unbatch and batch cost a quarter of the decode time).
     ds = ds.padded_batch(batch_size, drop_remainder=True)
-    ds = ds.map(lambda pixels, labels: (normalize_clip_pixels(pixels, cfg),
-                                        labels),
-                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if normalize:
+        ds = ds.map(lambda pixels, labels: (
+            normalize_clip_pixels(pixels, cfg), labels),
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.prefetch(AUTOTUNE)
 
 
-def evaluation_dataset(files, cfg, batch_size):
+def evaluation_dataset(files, cfg, batch_size, normalize=True):
     """Every video once, in file order, as padded batches of uniform clips.
 
     Args:
         files: shard paths (the order defines ``video_index``).
         cfg: VideoClipConfig (``flip`` is ignored).
         batch_size: clips per batch.
+        normalize: True: float32 clips; False: clip pixels for the model's
+            step to normalise (see :func:`training_dataset`).
 
     Returns:
         tf.data.Dataset of (clips float32 [batch_size, clip_len, crop, crop,
-        3], labels int32 [batch_size], video_index int64 [batch_size], mask
-        bool [batch_size]); each video gives ``clips_per_video`` consecutive
-        rows; padding rows have mask False, label 0 and video_index -1.
+        3] or the clip pixels dict, labels int32 [batch_size], video_index
+        int64 [batch_size], mask bool [batch_size]); each video gives
+        ``clips_per_video`` consecutive rows; padding rows have mask False,
+        label 0 and video_index -1.
     """
     ds = _ordered_records(files).enumerate()
 
@@ -410,9 +419,12 @@ def evaluation_dataset(files, cfg, batch_size):
     ds = ds.unbatch().padded_batch(batch_size)
 
     def pad(pixels, labels, video_index):
-        clips = normalize_clip_pixels(pixels, cfg)
+        clips = normalize_clip_pixels(pixels, cfg) if normalize else pixels
         (clips, labels, video_index), mask = records.pad_batch(
             (clips, labels, video_index), batch_size)
+        if not normalize:  # padding rows of the first row's kind
+            kind = clips["is_stored"]
+            clips["is_stored"] = tf.where(mask, kind, kind[0])
         video_index = tf.where(mask, video_index, tf.constant(-1, tf.int64))
         return clips, labels, video_index, mask
 

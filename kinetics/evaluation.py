@@ -27,9 +27,12 @@ def clip_scores(strategy, model, files, clip_cfg, batch_size):
         (probs float32 [N, C], labels int32 [N], video_index int64 [N]) for
         the N real clips (padding removed).
     """
-    dataset = reader.evaluation_dataset(files, clip_cfg, batch_size)
+    # The reader hands over uint8 pixels, normalised here on the device.
+    dataset = reader.evaluation_dataset(files, clip_cfg, batch_size,
+                                        normalize=False)
 
-    def replica_fn(clips, labels, video_index, mask):
+    def replica_fn(pixels, labels, video_index, mask):
+        clips = reader.normalize_clip_pixels(pixels, clip_cfg)
         logits = model(clips, training=False)
         probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         return {"probs": probs, "labels": labels,

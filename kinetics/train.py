@@ -13,7 +13,9 @@ device, the learning rate is multiplied by the number of replicas, SGD
 (PyTorch's momentum form) with coupled weight decay, linear warm-up then
 step decay, per iteration. Clips: ``--clips_per_video`` random clips of
 ``--clip_len`` frames at ``--frame_rate`` per video and epoch, resized,
-randomly cropped and flipped, normalised with the Kinetics mean/std. After
+randomly cropped and flipped, normalised with the Kinetics mean/std (in
+the training step, on the device: the reader hands over uint8 pixels where
+frames are stored at the resize size). After
 every epoch the model is evaluated on ``--val_dir`` (when it exists): clip
 and video accuracy (top-1/top-5), also logged to TensorBoard.
 
@@ -238,6 +240,7 @@ def main(argv):
                 global_batch), input_context=ctx, seed=FLAGS.seed + seed,
             shuffle_buffer=FLAGS.shuffle_buffer,
             clip_shuffle_buffer=FLAGS.clip_shuffle_buffer or None,
+            normalize=False,  # uint8 pixels, normalised in the step
         ).with_options(options)
 
     def per_example_loss(labels, logits):
@@ -268,7 +271,9 @@ def main(argv):
             "torch_sgd", schedule, loss_scale=policy == "mixed_float16",
             momentum=FLAGS.momentum),
         per_example_loss=per_example_loss, dataset_fn=dataset_fn,
-        on_epoch_end=on_epoch_end, weight_decay=FLAGS.weight_decay)
+        on_epoch_end=on_epoch_end, weight_decay=FLAGS.weight_decay,
+        prepare_inputs=lambda pixels: reader.normalize_clip_pixels(
+            pixels, clip_cfg))
     if chief:
         logging.info("%s trainable parameters",
                      f"{training.count_trainable_params(trainer.model):,}")

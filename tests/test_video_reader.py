@@ -465,3 +465,44 @@ def test_batches_mixing_stored_size_and_resized_videos(tmp_path):
     for clips, labels in ds.take(3):  # 12 clips of the first two passes
         for clip, label in zip(clips.numpy(), labels.numpy()):
             assert any(np.array_equal(clip, c) for c in own[label])
+
+
+def test_pixels_normalised_in_the_step_equal_the_normalised_batches(
+        tmp_path):
+    """normalize=False hands over the batch's clip pixels (uint8 where
+    frames are stored at the resize size); normalize_clip_pixels on them
+    gives the normalize=True batches bit for bit (run eagerly; padding rows
+    of the last evaluation batch and batches that mix both kinds included).
+    In a tf.function, as kinetics.train / kinetics.eval run it in the
+    replica step, Grappler may rewrite the division: equal to 1e-6."""
+    sizes = [(HEIGHT, WIDTH), (24, 32), (HEIGHT, WIDTH), (30, 36),
+             (HEIGHT, WIDTH)]
+    path = write_shard(tmp_path / "mixed.tfrecord", [
+        _noise_video(n, 12, h, w, seed=n) for n, (h, w) in enumerate(sizes)])
+    cfg = reader.VideoClipConfig(clip_len=4, clips_per_video=3,
+                                 resize=(HEIGHT, WIDTH), crop_size=16)
+    def normalise(pixels):
+        return reader.normalize_clip_pixels(pixels, cfg)
+
+    in_step = tf.function(normalise)
+    stored = []
+    for batch, raw in zip(reader.evaluation_dataset([path], cfg, 4),
+                          reader.evaluation_dataset([path], cfg, 4,
+                                                    normalize=False)):
+        mask = batch[3].numpy()
+        np.testing.assert_array_equal(normalise(raw[0]).numpy()[mask],
+                                      batch[0].numpy()[mask])
+        np.testing.assert_allclose(in_step(raw[0]).numpy()[mask],
+                                   batch[0].numpy()[mask], rtol=0, atol=1e-6)
+        for i in (1, 2, 3):
+            np.testing.assert_array_equal(raw[i], batch[i])
+        stored.append(raw[0]["stored"].dtype)
+    assert set(stored) == {tf.uint8}
+    kwargs = dict(seed=5, shuffle_buffer=1, deterministic=True)
+    for (clips, labels), (pixels, raw_labels) in zip(
+            reader.training_dataset([path], cfg, 4, **kwargs).take(4),
+            reader.training_dataset([path], cfg, 4, normalize=False,
+                                    **kwargs).take(4)):
+        np.testing.assert_array_equal(normalise(pixels).numpy(),
+                                      clips.numpy())
+        np.testing.assert_array_equal(raw_labels, labels)
