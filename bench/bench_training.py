@@ -65,7 +65,7 @@ def run_one(preset, steps, batch):
                                 verbose=False),
             build_model=lambda: build_model(cfg),
             build_optimizer=lambda gb: training.make_optimizer(
-                "adam", 2e-4, clip_norm=1.0),
+                "tf1_adam", 2e-4, clip_norm=1.0),
             per_example_loss=losses.multilabel_cross_entropy,
             dataset_fn=dataset_fn)
         step_fn = trainer._make_train_function()

@@ -221,7 +221,7 @@ def yt8m_family(name, smoke, replicas):
         per_replica_batch=batch,
         build_model=lambda: build_model(cfg),
         build_optimizer=lambda loss_scale: training.make_optimizer(
-            "adam", lr, clip_norm=clip, loss_scale=loss_scale),
+            "tf1_adam", lr, clip_norm=clip, loss_scale=loss_scale),
         per_example_loss=losses.multilabel_cross_entropy,
         make_batch=make_batch, regularization_weight=reg)
 

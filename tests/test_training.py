@@ -237,6 +237,81 @@ def test_multi_worker_two_processes_end_identical(tmp_path, demo_data):
                for n in names)
 
 
+def _numpy_adam(w, grads, lr, one_minus_b1, one_minus_b2, eps=1e-8):
+    """Adam in float64 with the given "1 - beta" factors:
+    m += (g - m)(1 - b1), v += (g^2 - v)(1 - b2)."""
+    w, m, v = w.astype(np.float64), np.zeros_like(w, np.float64), 0.0
+    for t, g in enumerate(grads, start=1):
+        alpha = lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        m = m + (g - m) * one_minus_b1
+        v = v + (g * g - v) * one_minus_b2
+        w = w - m * alpha / (np.sqrt(v) + eps)
+    return w
+
+
+def _apply_step(opt, var):
+    @tf.function
+    def step(g):
+        opt.apply([g], [var])
+    return step
+
+
+def test_tf1_adam_runs_the_fused_kernel_with_adams_update():
+    """TF1Adam (YouTube-8M) runs TF1's ApplyAdam kernel; Adam (the PyTorch
+    families) keeps Keras' update. Both equal the float64 formula within
+    float32 rounding over 5 steps (their "1 - beta_2" factors, 0.000999987
+    and 0.001, part by less than that here), and each other. A sparse
+    gradient takes Keras' path."""
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(300,)).astype(np.float32)
+    grads = [rng.normal(size=(300,)).astype(np.float32) for _ in range(5)]
+    want = _numpy_adam(w0, grads, 0.01, 0.1, 0.001)
+    finals = {}
+    for name in ("tf1_adam", "adam"):
+        var = keras.Variable(w0)
+        opt = training.make_optimizer(name, 0.01)
+        opt.build([var])
+        step = _apply_step(opt, var)
+        for g in grads:
+            step(tf.constant(g))
+        finals[name] = np.asarray(var.numpy())
+        np.testing.assert_allclose(finals[name], want, rtol=0, atol=1e-6,
+                                   err_msg=name)
+        ops = {op.type for op in step.get_concrete_function(
+            tf.TensorSpec([300], tf.float32)).graph.get_operations()}
+        assert ("ResourceApplyAdam" in ops) == (name == "tf1_adam"), name
+    np.testing.assert_allclose(finals["tf1_adam"], finals["adam"], rtol=0,
+                               atol=1e-6)
+    assert type(training.make_optimizer("tf1_adam", 0.1)) is \
+        training.TF1Adam
+    var = keras.Variable(np.ones((4, 3), np.float32))
+    opt = training.make_optimizer("tf1_adam", 0.1)
+    opt.build([var])
+    opt.apply([tf.IndexedSlices(tf.ones([1, 3]), tf.constant([2]),
+                                tf.constant([4, 3]))], [var])
+    moved = np.asarray(var.numpy())
+    assert np.allclose(moved[[0, 1, 3]], 1.0) and np.all(moved[2] < 1.0)
+
+
+def test_tf1_adam_updates_every_replicas_copy(tmp_path):
+    """Under MirroredStrategy the fused kernel updates each replica's copy
+    of a mirrored variable (inside strategy.extended.update): after
+    training the copies are equal, and moved."""
+    strategy = distribute.make_strategy("mirrored")
+    trainer = _trainer(strategy, tmp_path, 3, per_replica=4,
+                       optimizer="tf1_adam")
+    start = [v.numpy() for v in trainer.model.trainable_variables]
+    assert trainer.train() == 3
+    moved = False
+    for variable, before in zip(trainer.model.trainable_variables, start):
+        copies = [np.asarray(c) for c in strategy.experimental_local_results(
+            variable.value)]
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0], copies[1])
+        moved = moved or not np.array_equal(copies[0], before)
+    assert moved
+
+
 def test_adam_epsilon_is_the_published_default():
     """TF1's AdamOptimizer and PyTorch's Adam use 1e-8 (Keras: 1e-7)."""
     from vidcore.training import make_optimizer

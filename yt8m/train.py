@@ -145,7 +145,7 @@ def main(argv):
             examples_per_epoch=sum(epoch_counts) if epoch_counts else None),
         build_model=lambda: build_model(model_cfg),
         build_optimizer=lambda gb: training.make_optimizer(
-            "adam", learning_rate_schedule(gb), clip_norm=clip,
+            "tf1_adam", learning_rate_schedule(gb), clip_norm=clip,
             loss_scale=FLAGS.mixed_precision == "mixed_float16"),
         per_example_loss=losses.multilabel_cross_entropy,
         dataset_fn=dataset_fn,
