@@ -77,6 +77,41 @@ def test_yt8m_flow_on_ram():
         np.sort(scores[[order[v] for v in e_ids]], axis=1), atol=1e-5)
 
 
+def test_yt8m_converter_reads_features_and_labels_on_ram():
+    """tfrecord_tools.yt8m_writer: per-video .npz features and the labels
+    CSV on ram://, shards written there, read back by the reader."""
+    import io
+
+    from input_pipeline import yt8m as reader
+    from tfrecord_tools import yt8m_writer
+
+    root = f"ram://{uuid.uuid4().hex}"
+    rng = np.random.default_rng(0)
+    rows = ["video_id,labels"]
+    for k in range(5):
+        buffer = io.BytesIO()
+        np.savez(buffer, rgb=rng.normal(size=(3 + k, 1024)),
+                 audio=rng.normal(size=(3 + k, 128)))
+        with tf.io.gfile.GFile(f"{root}/feats/v{k}.npz", "wb") as f:
+            f.write(buffer.getvalue())
+        rows.append(f"v{k},{k} {k + 1}")
+    with tf.io.gfile.GFile(f"{root}/labels.csv", "w") as f:
+        f.write("\n".join(rows) + "\n")
+    yt8m_writer.convert_directory(f"{root}/feats", f"{root}/labels.csv",
+                                  f"{root}/shards", num_shards=2,
+                                  num_classes=20, progress=False)
+    shards = records.list_files(f"{root}/shards/train*.tfrecord", "--p")
+    assert len(shards) == 2 and records.count_records(shards) == 5
+    cfg = reader.ReaderConfig(feature_names=("rgb", "audio"),
+                              feature_sizes=(1024, 128), num_classes=20,
+                              frame_features=True, max_frames=300)
+    source = reader.Source.from_pattern(f"{root}/shards/train*", cfg)
+    labels = np.concatenate([b[1].numpy() for b in reader.evaluation_dataset(
+        source, cfg, 5)])
+    assert labels.sum() == 10
+    assert _no_hidden_leftovers(f"{root}/shards")
+
+
 def test_word_vectors_on_ram(tmp_path):
     """Word vectors (text, gzipped word2vec binary, saved directory) read
     from and saved to ram://."""
