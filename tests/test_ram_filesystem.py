@@ -8,6 +8,7 @@ import os
 import uuid
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl import flags
 
@@ -24,13 +25,23 @@ SMALL_NETVLAD = ["--model=NetVLADModelLF", "--frame_features",
                  "--netvlad_hidden_size=32", "--iterations=10"]
 
 
+@pytest.fixture
+def ram_root():
+    """A fresh ram:// folder, deleted afterwards (ram:// files live in the
+    process's memory until deleted)."""
+    root = f"ram://{uuid.uuid4().hex}"
+    yield root
+    if tf.io.gfile.exists(root):
+        tf.io.gfile.rmtree(root)
+
+
 def run_cli(module, *args):
     FLAGS.unparse_flags()
     return module.main(FLAGS(["prog", *args]))
 
 
-def test_yt8m_flow_on_ram():
-    root = f"ram://{uuid.uuid4().hex}"
+def test_yt8m_flow_on_ram(ram_root):
+    root = ram_root
     data = f"{root}/data"
     write_demo_dataset(data, num_classes=20, num_train=24, num_validate=10,
                        num_test=6, min_frames=4, max_frames=12,
@@ -77,7 +88,7 @@ def test_yt8m_flow_on_ram():
         np.sort(scores[[order[v] for v in e_ids]], axis=1), atol=1e-5)
 
 
-def test_yt8m_converter_reads_features_and_labels_on_ram():
+def test_yt8m_converter_reads_features_and_labels_on_ram(ram_root):
     """tfrecord_tools.yt8m_writer: per-video .npz features and the labels
     CSV on ram://, shards written there, read back by the reader."""
     import io
@@ -85,7 +96,7 @@ def test_yt8m_converter_reads_features_and_labels_on_ram():
     from input_pipeline import yt8m as reader
     from tfrecord_tools import yt8m_writer
 
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     rng = np.random.default_rng(0)
     rows = ["video_id,labels"]
     for k in range(5):
@@ -112,14 +123,14 @@ def test_yt8m_converter_reads_features_and_labels_on_ram():
     assert _no_hidden_leftovers(f"{root}/shards")
 
 
-def test_word_vectors_on_ram(tmp_path):
+def test_word_vectors_on_ram(tmp_path, ram_root):
     """Word vectors (text, gzipped word2vec binary, saved directory) read
     from and saved to ram://."""
     import gzip
 
     from vidcore.text import WordVectors
 
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     rng = np.random.default_rng(0)
     words = ["the", "cat", "sat"]
     vectors = rng.normal(size=(3, 4)).astype(np.float32)
@@ -170,7 +181,7 @@ def _no_hidden_leftovers(directory):
                 if n.endswith(".partial") or ".tmp-" in n]
 
 
-def test_howto100m_flow_on_ram(tmp_path):
+def test_howto100m_flow_on_ram(tmp_path, ram_root):
     """Release files (video list, caption JSON, per-video .npy features,
     MSR-VTT CSV and .npz), word vectors, shards, checkpoints and results
     all on ram://."""
@@ -181,7 +192,7 @@ def test_howto100m_flow_on_ram(tmp_path):
 
     local = str(tmp_path / "release")
     howto_demo_data.write_demo_release(local, dims=(16, 16), max_videos=16)
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     release, shards = f"{root}/release", f"{root}/shards"
     _copy_tree(local, release)
     tf.io.gfile.copy(howto_demo_data.WORD_VECTORS, f"{root}/w2v.bin")
@@ -212,7 +223,7 @@ def test_howto100m_flow_on_ram(tmp_path):
     assert _no_hidden_leftovers(root) and _no_hidden_leftovers(ckpt)
 
 
-def test_kinetics_flow_on_ram():
+def test_kinetics_flow_on_ram(ram_root):
     """Videos (PyAV reads them through tf.io.gfile), label map, segment
     CSV, shards, checkpoints, accuracies and the predictions CSV on
     ram://."""
@@ -224,7 +235,7 @@ def test_kinetics_flow_on_ram():
     clips_dir = os.path.join(REPO, "kinetics", "data", "clips")
     classes = sorted(d for d in os.listdir(clips_dir)
                      if os.path.isdir(os.path.join(clips_dir, d)))
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     clips, data = f"{root}/clips", f"{root}/data"
     _copy_tree(clips_dir, clips)
     with tf.io.gfile.GFile(f"{root}/label_map.txt", "w") as f:
@@ -260,7 +271,7 @@ def test_kinetics_flow_on_ram():
     assert _no_hidden_leftovers(root) and _no_hidden_leftovers(run)
 
 
-def test_avlnet_flow_on_ram(tmp_path):
+def test_avlnet_flow_on_ram(tmp_path, ram_root):
     """Per-video features and wav audio, captions, the YouCook2 test
     pickle, shards, checkpoints and results on ram://."""
     from avl import eval as aeval
@@ -271,7 +282,7 @@ def test_avlnet_flow_on_ram(tmp_path):
     local = str(tmp_path / "release")
     avl_demo_data.write_demo_release(local, num_videos=16,
                                      num_test_videos=8, dims=(16, 16))
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     release, shards = f"{root}/release", f"{root}/shards"
     _copy_tree(local, release)
     settings = howto_writer.VideoSettings(
@@ -300,7 +311,7 @@ def test_avlnet_flow_on_ram(tmp_path):
     assert _no_hidden_leftovers(root) and _no_hidden_leftovers(ckpt)
 
 
-def test_milnce_flow_on_ram(tmp_path):
+def test_milnce_flow_on_ram(tmp_path, ram_root):
     """Raw videos (PyAV through tf.io.gfile), the video list and caption
     CSVs, word vectors, shards, checkpoints and results on ram://.
 
@@ -315,7 +326,7 @@ def test_milnce_flow_on_ram(tmp_path):
     local = str(tmp_path / "user")
     videos, train_csv, captions, eval_csv = milnce_demo.write_user_layout(
         local)
-    root = f"ram://{uuid.uuid4().hex}"
+    root = ram_root
     _copy_tree(local, root)
     tf.io.gfile.copy(milnce_demo.WORD_VECTORS, f"{root}/w2v.bin")
 
