@@ -96,10 +96,7 @@ def main(argv):
         if not FLAGS.pretrain_path
         else ""
     )
-    if workers.is_split and not output:
-        raise UserInputError(
-            "--strategy=multi_worker needs --output_json (in a directory "
-            "every worker reaches: the workers' shares go there)")
+    workers.check_shared_output(output, "--output_json")
     strategy = distribute.make_strategy(
         workers.local_strategy_name(FLAGS.strategy), FLAGS.tpu)
     encoder = weights.text_encoder(word2vec, cfg.we_dim)

@@ -148,10 +148,7 @@ def main(argv):
     output = FLAGS.output_json or (
         os.path.join(FLAGS.output_dir, "eval.json") if not FLAGS.weights
         else "")
-    if workers.is_split and not output:
-        raise UserInputError(
-            "--strategy=multi_worker needs --output_json (in a directory "
-            "every worker reaches: the workers' shares go there)")
+    workers.check_shared_output(output, "--output_json")
     strategy = distribute.make_strategy(
         workers.local_strategy_name(FLAGS.strategy), FLAGS.tpu)
     distribute.configure_mixed_precision(kflags.precision())

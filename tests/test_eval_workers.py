@@ -30,6 +30,10 @@ def test_workers_from_tf_config():
         "multi_worker", _config({"worker": ["a:1", "b:1"]}, "worker", 0))
     assert no_chief.is_chief and no_chief.count == 2
     assert no_chief.local_strategy_name("multi_worker") == "auto"
+    no_chief.check_shared_output("out/r.json", "--output_json")
+    eval_workers.Workers().check_shared_output("", "--output_json")
+    with pytest.raises(UserInputError, match="needs --output_json"):
+        no_chief.check_shared_output("", "--output_json")
     with pytest.raises(UserInputError, match="ps:0 is not a chief or worker"):
         eval_workers.Workers.from_strategy("multi_worker",
                                            _config(cluster, "ps", 0))

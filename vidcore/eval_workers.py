@@ -124,6 +124,19 @@ class Workers:
         ('auto') instead of a cluster-wide 'multi_worker'."""
         return "auto" if strategy_name == "multi_worker" else strategy_name
 
+    def check_shared_output(self, output, flag_name):
+        """Raises when the work is split but there is no output path, whose
+        directory (reached by every worker) carries the shares.
+
+        Args:
+            output: the output path the CLI will write ("" for none).
+            flag_name: the flag that sets it, named in the error.
+        """
+        if self.is_split and not output:
+            raise UserInputError(
+                f"--strategy=multi_worker needs {flag_name} (in a directory "
+                f"every worker reaches: the workers' shares go there)")
+
     def shard_files(self, files):
         """This worker's contiguous block of ``files`` (in their order).
 

@@ -99,7 +99,8 @@ def write_video_file_by_workers(model, strategy, source, reader_cfg,
     ``--output_file``; the chief joins them in worker (= shard) order.
 
     Returns:
-        Number of videos written by this worker.
+        (videos written by this worker, videos in the joined file on the
+        chief or None on the other workers).
     """
     exchange = eval_workers.ShareExchange(
         workers, files.parent_dir(FLAGS.output_file),
