@@ -88,6 +88,29 @@ def test_clipping_is_per_tensor():
     np.testing.assert_allclose(b.numpy(), [-0.5], rtol=1e-6)
 
 
+def test_clipping_equals_keras_and_squares_no_copy():
+    """The per-tensor clip (TF1's tf.clip_by_norm) equals Keras' to float
+    rounding, leaves gradients under the norm exactly as they are, and
+    takes the norm from L2Loss rather than a squared copy."""
+    rng = np.random.default_rng(0)
+    ours = training.make_optimizer("tf1_adam", 0.1, clip_norm=1.0)
+    keras_adam = keras.optimizers.Adam(0.1, clipnorm=1.0)
+    for scale in (0.01, 3.0, 1e4):
+        g = tf.constant(rng.normal(size=(37, 11)) * scale, tf.float32)
+        want = g.numpy() * 1.0 / max(np.linalg.norm(g.numpy()), 1.0)
+        got = ours._clip_by_norm(g).numpy()
+        np.testing.assert_allclose(got, keras_adam._clip_by_norm(g),
+                                   rtol=2e-7, atol=0)
+        np.testing.assert_allclose(got, want, rtol=2e-7, atol=0)
+        if scale < 0.1:  # norm under the clip: untouched
+            np.testing.assert_array_equal(got, g.numpy())
+    np.testing.assert_array_equal(ours._clip_by_norm(tf.zeros([3])), 0.0)
+    graph = tf.function(ours._clip_by_norm).get_concrete_function(
+        tf.TensorSpec([5, 5], tf.float32)).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert "L2Loss" in ops and "Square" not in ops
+
+
 def test_checkpoint_and_resume(tmp_path):
     strategy = distribute.make_strategy("default")
     first = _trainer(strategy, tmp_path, 4, per_replica=8, every=2)

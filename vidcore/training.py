@@ -78,6 +78,23 @@ class _PrereducedGradients:
             return self._learning_rate(self._schedule_step)
         return super()._get_current_learning_rate()
 
+    def _clip_by_norm(self, values, axes=None):
+        """``clipnorm``: TF1's ``tf.clip_by_norm`` of each gradient, ``g *
+        c / max(||g||, c)``, with the squared norm from one ``L2Loss`` pass.
+
+        Keras squares the gradient into a copy of its size before summing,
+        and writes two more copies for the product and the quotient: 3.9 GB
+        of temporaries for the 1.3 GB gradient of the gated NetVLAD preset's
+        hidden layer. Here the only new tensor is the clipped gradient
+        (unclipped gradients are multiplied by exactly 1).
+        """
+        if axes is not None:
+            return super()._clip_by_norm(values, axes)
+        values = tf.convert_to_tensor(values)
+        clip = tf.cast(self.clipnorm, values.dtype)
+        norm = tf.sqrt(2.0 * tf.nn.l2_loss(values))  # ||g||_2, one pass
+        return values * (clip / tf.maximum(norm, clip))
+
 
 def _resource_handle(variable):
     """The resource handle of a Keras or TensorFlow variable (the local
