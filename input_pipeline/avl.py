@@ -362,8 +362,7 @@ def training_dataset(files, kind, cfg, encoder, batch_size,
 
         ds = tf.data.Dataset.zip((ds.batch(batch_size, drop_remainder=True),
                                   seeds))
-        ds = ds.map(make, num_parallel_calls=AUTOTUNE, deterministic=False)
-        return ds.prefetch(AUTOTUNE).with_options(howto.batch_options())
+        return howto.map_video_batches(ds, make)
 
     def make_clip(serialized, seed_pair):
         clip = parse_clip(serialized, cfg)

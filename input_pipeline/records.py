@@ -395,6 +395,34 @@ def manifest_record_count(files):
         return None
 
 
+def shuffle_buffer_size(files, requested, input_context=None):
+    """Records in one input pipeline's shuffle buffer: ``requested``, but
+    no more than that pipeline reads in one pass over its shards (counted
+    by the converters' manifests; ``requested`` when none lists them).
+
+    The training streams repeat before they shuffle, so a buffer larger
+    than one pass only fills with copies of the same records from later
+    passes: 32 full-size HowTo100M videos (2.5 MB each) in a 1,024-record
+    buffer held 2.5 GB of host memory for no gain in randomness.
+
+    Args:
+        files: shard paths of the whole stream.
+        requested: the buffer asked for (records).
+        input_context: tf.distribute.InputContext; pipeline i reads shards
+            i, i+k, ... (:func:`training_file_dataset`).
+    """
+    files = list(files)
+    if input_context and input_context.num_input_pipelines > 1:
+        files = files[input_context.input_pipeline_id::
+                      input_context.num_input_pipelines]
+    count = manifest_record_count(files) if files else None
+    if count is None or count >= requested:
+        return requested
+    logging.info("shuffle buffer: %d records (one pass of this input "
+                 "pipeline's shards) instead of %d", count, requested)
+    return max(count, 1)
+
+
 def count_records(files):
     """Number of records in the shards, by reading them (prefer
     :func:`manifest_record_count`)."""

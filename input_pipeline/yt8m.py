@@ -368,7 +368,8 @@ def training_dataset(source, cfg, batch_size, input_context=None, seed=0,
                                           num_epochs)
     stream = _record_stream(source, cfg, files, deterministic=False,
                             counter=counter)
-    stream = stream.shuffle(shuffle_buffer, seed=seed)
+    stream = stream.shuffle(records.shuffle_buffer_size(
+        source.files, shuffle_buffer, input_context), seed=seed)
     ds = _batched(stream, cfg, source.id_key, batch_size, True, counter,
                   lambda inputs, labels, extra: (inputs, labels))
     return ds.prefetch(AUTOTUNE)

@@ -104,6 +104,29 @@ def test_training_batches(tmp_path):
         assert labels.shape == (4, 10) and labels.dtype == tf.bool
 
 
+def test_shuffle_buffer_holds_at_most_one_pass(tmp_path):
+    """The training streams repeat before they shuffle: the buffer is capped
+    at the records one input pipeline reads per pass (manifest counts), so
+    it never fills with copies of the same records."""
+    import json
+    files = []
+    for i, n in enumerate((5, 7, 9)):
+        files.append(str(tmp_path / f"s{i}.tfrecord"))
+        open(files[-1], "wb").close()
+    assert records.shuffle_buffer_size(files, 1024) == 1024  # no manifest
+    with open(tmp_path / "manifest-s.json", "w") as f:
+        json.dump({"shards": [{"name": f"s{i}.tfrecord", "records": n}
+                              for i, n in enumerate((5, 7, 9))]}, f)
+    assert records.shuffle_buffer_size(files, 1024) == 21
+    assert records.shuffle_buffer_size(files, 16) == 16
+    ctx = tf.distribute.InputContext(num_input_pipelines=2,
+                                     input_pipeline_id=1)
+    assert records.shuffle_buffer_size(files, 1024, ctx) == 7  # shard 1
+    ctx = tf.distribute.InputContext(num_input_pipelines=2,
+                                     input_pipeline_id=0)
+    assert records.shuffle_buffer_size(files, 1024, ctx) == 14  # 0 and 2
+
+
 def test_video_ids_2017_key_detected(tmp_path):
     source = Source.from_pattern(
         _write(tmp_path, _videos(3), id_key="video_id"), CFG)
