@@ -1,11 +1,13 @@
 """Atomic file writes shared by every tool: a reader never sees a file half
 written, and an interrupted write leaves the previous file (if any) intact."""
 
+import contextlib
 import glob as _glob
 import gzip
 import io
 import json
 import os
+import stat
 
 import tensorflow as tf
 
@@ -123,20 +125,57 @@ def _partial_path(path):
                         "." + os.path.basename(path) + ".partial")
 
 
+def _is_special_file(path):
+    """True for an existing local path that is not a regular file or
+    directory: a device (``/dev/null``, ``/dev/stdout``), a FIFO or a
+    socket. Such a path cannot be replaced by renaming a file over it (as
+    root that would turn ``/dev/null`` into a regular file)."""
+    if is_url(path):
+        return False
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextlib.contextmanager
+def _atomic_writer(path, mode):
+    """A file object whose content lands at ``path`` only once complete.
+
+    Writes to the hidden temporary ``.<name>.partial`` beside ``path`` and
+    renames it over ``path`` on success; on an exception the temporary is
+    removed and ``path`` keeps its previous content. A device or FIFO
+    (``/dev/null``, ``/dev/stdout``) is written directly.
+    """
+    if _is_special_file(path):
+        with open(path, mode) as f:
+            yield f
+        return
+    tmp = _partial_path(path)
+    try:
+        with tf.io.gfile.GFile(tmp, mode) as f:
+            yield f
+    except BaseException:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+        raise
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
 def write_text_atomic(path, text):
     """Writes ``text`` to ``path`` via a hidden temporary file beside it.
 
     The temporary name (``.<name>.partial``) matches no ``prefix*`` glob;
-    it is renamed over ``path`` once complete. Any ``tf.io.gfile`` path.
+    it is renamed over ``path`` once complete. Any ``tf.io.gfile`` path; a
+    device such as ``/dev/null`` is written directly.
 
     Args:
         path: destination file.
         text: str content.
     """
-    tmp = _partial_path(path)
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    with _atomic_writer(path, "w") as f:
         f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def write_lines_atomic(path, lines):
@@ -148,11 +187,9 @@ def write_lines_atomic(path, lines):
         path: destination file.
         lines: iterable of str.
     """
-    tmp = _partial_path(path)
-    with tf.io.gfile.GFile(tmp, "w") as f:
+    with _atomic_writer(path, "w") as f:
         for line in lines:
             f.write(line + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def write_bytes_atomic(path, data):
@@ -163,10 +200,8 @@ def write_bytes_atomic(path, data):
         path: destination file.
         data: bytes content.
     """
-    tmp = _partial_path(path)
-    with tf.io.gfile.GFile(tmp, "wb") as f:
+    with _atomic_writer(path, "wb") as f:
         f.write(data)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def write_json_atomic(path, obj, indent=2):
