@@ -131,6 +131,25 @@ def _release_after_test():
         _MALLOC_TRIM(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_in_basetemp(tmp_path_factory):
+    """Temporary files of this process and of the processes it starts
+    (Python's ``tempfile``: Apache Beam's ``beam-temp*`` folders, the CLIs'
+    scratch files) go to a folder in pytest's base temporary folder, which
+    pytest prunes after later runs, instead of the system's."""
+    import tempfile
+    folder = str(tmp_path_factory.mktemp("tempfile"))
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = folder
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """A small SYNTHETIC dataset in the official frame-level format, written
