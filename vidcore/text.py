@@ -36,7 +36,6 @@ on both sides (``python_tokenize`` on bytes, ``tokenize`` via
 """
 
 import io
-import os
 import re
 
 import numpy as np
