@@ -1,7 +1,5 @@
 """R3D-18 / MC3-18 / R(2+1)D-18: sizes, torchvision parity, weight loading."""
 
-import os
-import subprocess
 import sys
 
 import keras
@@ -324,64 +322,3 @@ def test_sync_bn_matches_single_device_global_batch():
         # moving mean and variance (indices 2, 3): global-batch statistics
         np.testing.assert_allclose(got[2], want[2], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got[3], want[3], rtol=1e-4, atol=1e-5)
-
-
-def test_pytorch_padding_layers_equal_explicit_zero_padding():
-    """conv3d: "same" at stride 1 and ZeroPad3D (PadV2) + "valid" otherwise
-    give the convolution of the explicitly zero-padded input; ZeroPad3D
-    serialises."""
-    from vidcore.backbones import padding
-    x = tf.random.stateless_normal([2, 5, 7, 6, 3], seed=[1, 2])
-    for kernel, stride, pad in [((3, 3, 3), 1, (1, 1, 1)),
-                                ((1, 3, 3), 1, (0, 1, 1)),
-                                ((3, 3, 3), 2, (1, 1, 1)),
-                                ((3, 1, 1), (2, 1, 1), (1, 0, 0))]:
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((None, None, None, 3))
-        model = keras.Model(inputs, padding.conv3d(
-            inputs, 4, kernel, stride, pad, name="c"))
-        conv = model.get_layer("c")
-        assert conv.padding == ("same" if stride == 1 else "valid")
-        want = tf.nn.conv3d(
-            tf.pad(x, [[0, 0], *[[p, p] for p in pad], [0, 0]]),
-            conv.kernel, [1, *((stride,) * 3 if isinstance(stride, int)
-                               else stride), 1], "VALID")
-        np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
-    layer = padding.ZeroPad3D(((1, 0), (2, 2), (0, 1)))
-    np.testing.assert_array_equal(
-        layer(x), tf.pad(x, [[0, 0], [1, 0], [2, 2], [0, 1], [0, 0]]))
-    again = padding.ZeroPad3D.from_config(layer.get_config())
-    assert again.padding == layer.padding
-
-
-def test_training_graph_of_a_padded_convolution_keeps_grappler_quiet():
-    """A strided, padded convolution's training step: Grappler's remapper
-    used to fail on the Pad before a oneDNN Conv3D in the gradient graph
-    ("remapper failed: ... missing node .../Pad"), an error line in every
-    Kinetics and MIL-NCE training run on CPU."""
-    code = """if True:
-        import keras, tensorflow as tf
-        from vidcore.backbones import padding
-        inputs = keras.Input((4, 8, 8, 3))
-        x = padding.conv3d(inputs, 4, 3, 1, 1, name="a")
-        x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-        x = padding.conv3d(x, 4, 3, 2, 1, name="c")
-        model = keras.Model(inputs, keras.layers.GlobalAveragePooling3D()(x))
-        opt = keras.optimizers.SGD(0.1)
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
-            return loss
-        step(tf.ones([2, 4, 8, 8, 3]))
-        print("done")
-    """
-    # With keras.layers.ZeroPadding3D (a Pad op) this step printed the
-    # error on TensorFlow 2.21's x86 CPU (oneDNN) build.
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                          text=True, env={**os.environ,
-                                          "TF_CPP_MIN_LOG_LEVEL": "1"})
-    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr
-    assert "remapper failed" not in proc.stderr, proc.stderr

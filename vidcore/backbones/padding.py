@@ -4,8 +4,7 @@ PyTorch convolutions and pools pad every spatial side by the same amount
 (`padding=(pt, ph, pw)`), whereas Keras' ``padding="same"`` puts the extra
 row/column on the bottom/right when the stride is 2. After converting
 PyTorch weights the outputs would then differ, so the backbones pad
-explicitly (`ZeroPad3D`) and use ``padding="valid"`` layers; at stride 1,
-where PyTorch's symmetric padding is Keras' "same", `conv3d` uses "same".
+explicitly with `ZeroPadding3D` and use ``padding="valid"`` layers.
 
 Note for max pooling: PyTorch pads max pools with -inf, not zeros, so a
 zero-padded 'valid' max pool matches only when its input is >= 0 (e.g.
@@ -13,29 +12,6 @@ right after a ReLU).
 """
 
 import keras
-import tensorflow as tf
-
-
-@keras.saving.register_keras_serializable(package="vidcore")
-class ZeroPad3D(keras.layers.ZeroPadding3D):
-    """``keras.layers.ZeroPadding3D`` (channels-last) through TensorFlow's
-    ``PadV2`` op instead of ``Pad``.
-
-    Same values. On CPU, Grappler's remapper fuses a ``Pad`` into the
-    oneDNN convolution after it, and in a training graph, where the
-    convolution's gradient also reads the padded tensor's shape, that
-    fusion fails ("remapper failed: ... fanout ... exist for missing node
-    .../Pad"): an error line in the training output and no remapper
-    fusions for the whole graph. ``PadV2`` is not fused.
-    """
-
-    def call(self, inputs):
-        if self.data_format != "channels_last":
-            return super().call(inputs)
-        paddings = [[0, 0], *[list(p) for p in self.padding], [0, 0]]
-        return tf.raw_ops.PadV2(
-            input=inputs, paddings=paddings,
-            constant_values=tf.zeros([], inputs.dtype))
 
 
 def _triple(value, what):
@@ -61,7 +37,7 @@ def torch_pad(kernel_size, padding, name=None):
         name: name of the returned layer.
 
     Returns:
-        A `ZeroPad3D` (channels-last, input
+        A `keras.layers.ZeroPadding3D` (channels-last, input
         [B, T, H, W, C] -> [B, T + 2pt, H + 2ph, W + 2pw, C]), or None when
         all padding is zero.
     """
@@ -71,7 +47,7 @@ def torch_pad(kernel_size, padding, name=None):
         raise ValueError(f"padding must be >= 0, got {padding!r} ({name})")
     if not any(padding):
         return None
-    return ZeroPad3D(
+    return keras.layers.ZeroPadding3D(
         padding=tuple((p, p) for p in padding),
         data_format="channels_last", name=name)
 
@@ -100,22 +76,12 @@ def conv3d(x, filters, kernel_size, strides=(1, 1, 1), padding=(0, 0, 0),
     """
     kernel_size = _triple(kernel_size, "kernel_size")
     strides = _triple(strides, "strides")
-    padding = _triple(padding, "padding")
-    if strides == (1, 1, 1) and all(
-            k % 2 == 1 and p == k // 2 for k, p in zip(kernel_size, padding)):
-        # At stride 1, PyTorch's padding (k - 1) / 2 on both sides is
-        # Keras' "same": the same zeros, without a Pad op that copies the
-        # activation (and that Grappler's remapper failed on in the
-        # gradient of a padded convolution, leaving the graph unfused).
-        mode = "same"
-    else:
-        mode = "valid"
-        pad = torch_pad(kernel_size, padding,
-                        name=None if name is None else f"{name}_pad")
-        if pad is not None:
-            x = pad(x)
+    pad = torch_pad(kernel_size, padding,
+                    name=None if name is None else f"{name}_pad")
+    if pad is not None:
+        x = pad(x)
     return keras.layers.Conv3D(
-        filters, kernel_size, strides=strides, padding=mode,
+        filters, kernel_size, strides=strides, padding="valid",
         use_bias=use_bias, kernel_initializer=kernel_initializer,
         data_format="channels_last", name=name)(x)
 

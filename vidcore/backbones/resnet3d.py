@@ -14,8 +14,7 @@ Spatiotemporal Convolutions for Action Recognition", Tran et al. 2018):
 
 Every stem uses stride (1, 2, 2); ``layer2``-``layer4`` downsample by 2 in
 time, height and width (MC3: height and width only). Padding is PyTorch's
-symmetric zero padding (`padding.conv3d`: "same" at stride 1, else an
-explicit pad + 'valid'), batch
+symmetric zero padding (explicit `ZeroPadding3D` + 'valid' layers), batch
 norm uses PyTorch's defaults (epsilon 1e-5, momentum 0.1, i.e. Keras
 momentum 0.9).
 

@@ -39,7 +39,7 @@ import tensorflow as tf
 from keras import ops
 
 from vidcore.backbones import torch_weights
-from vidcore.backbones.padding import ZeroPad3D, check_input_shape, conv3d
+from vidcore.backbones.padding import check_input_shape, conv3d
 from vidcore.layers.normalization import batch_norm
 
 # torchvision S3D: BatchNorm3d(eps=0.001, momentum=0.001).
@@ -460,8 +460,8 @@ def _s3dg_maxpool(x, pool_size, strides, name):
     along = [max(k - s, 0) for k, s in zip(pool_size, strides)]
     pads = tuple((a // 2, a - a // 2) for a in along)
     if any(any(pair) for pair in pads):
-        x = ZeroPad3D(pads, data_format="channels_last",
-                      name=f"{name}_pad")(x)
+        x = keras.layers.ZeroPadding3D(
+            pads, data_format="channels_last", name=f"{name}_pad")(x)
     return TorchMaxPool3D(pool_size, strides, 0, ceil_mode=True,
                           name=name)(x)
 
