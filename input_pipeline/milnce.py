@@ -654,8 +654,7 @@ def training_dataset(files, cfg, batch_size, encoder, input_context=None,
 
     ds = ds.map(make, num_parallel_calls=AUTOTUNE,
                 deterministic=deterministic)
-    ds = ds.shuffle(records.shuffle_buffer_size(
-        files, shuffle_buffer, input_context), seed=seed)
+    ds = ds.shuffle(shuffle_buffer, seed=seed)
     ds = ds.batch(batch_size, drop_remainder=True)
 
     def finish(clips, captions):

@@ -366,8 +366,7 @@ def training_dataset(files, cfg, batch_size, input_context=None, seed=0,
     if clip_shuffle_buffer is None:
         clip_shuffle_buffer = max(2 * batch_size, 4 * cfg.clips_per_video)
     ds = records.training_records(files, input_context, seed, deterministic)
-    ds = ds.shuffle(records.shuffle_buffer_size(
-        files, shuffle_buffer, input_context), seed=seed)
+    ds = ds.shuffle(shuffle_buffer, seed=seed)
 
     def make(serialized, name, file_pass):
         video = parse_video(serialized, name)
